@@ -1,0 +1,32 @@
+# Two commands do all the set-up: `make demo` runs the main job offline, `make test` runs
+# every test. Both create .venv and install what they need into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= results/weather.jsonl
+
+.PHONY: demo test bench install browser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml plugins/gym-weather/pyproject.toml plugins/gym-openai-model/pyproject.toml
+	$(BIN)/pip install -q -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gym plugins list
+	$(BIN)/gym collect --agent weather --model replay --output $(DEMO_OUT) --num-repeats 2 --parallel 8
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,124 @@
+"""The agent loop: ask the model, run its tool calls, repeat, then score.
+
+One function, :func:`run_rollout`, used by embedded and served collection alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+
+from .backends import ModelBackend
+from .data import Rollout, Task, Timing
+from .environment import Environment
+from .errors import ModelError
+
+#: A model that keeps calling tools is stopped after this many model calls by default.
+DEFAULT_MAX_STEPS = 16
+
+
+@attrs.define
+class AgentConfig:
+    """How the loop runs: step bound and the ``responses_create_params`` overrides."""
+
+    max_steps: int = DEFAULT_MAX_STEPS
+    overrides: dict[str, Any] = attrs.field(factory=dict)
+
+
+def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
+    """Sum ``usage`` into ``total`` in place, nested detail dicts included."""
+    if not usage:
+        return
+    for key, value in usage.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            total[key] = total.get(key, 0) + value
+        elif isinstance(value, dict):
+            add_usage(total.setdefault(key, {}), value)
+
+
+def build_request(task: Task, env: Environment, config: AgentConfig) -> dict[str, Any]:
+    """The first request of a rollout: the row's params, overridden, tools filled in."""
+    request = dict(task.responses_create_params)
+    request.update(config.overrides)
+    request["input"] = task.input_items()
+    if "tools" not in request and env.tools:
+        request["tools"] = env.tools
+    return request
+
+
+async def run_rollout(
+    env: Environment,
+    model: ModelBackend,
+    task: Task,
+    *,
+    task_index: int,
+    rollout_index: int,
+    config: AgentConfig,
+) -> Rollout:
+    """Run one whole rollout. Model failures end it with ``error`` set and no reward; tool
+    failures do not: the model sees them as tool output."""
+    clock = time.perf_counter
+    started = clock()
+    timing = Timing()
+    rollout = Rollout(task=task, task_index=task_index, rollout_index=rollout_index,
+                      agent=env.name, model=model.label, timing=timing)
+    request = build_request(task, env, config)
+    base_input = request["input"]
+    items: list[dict[str, Any]] = []
+    usage: dict[str, Any] = {}
+    last: dict[str, Any] = {}
+    session = await env.open_session(task)
+    try:
+        stop = "max_steps"
+        for _ in range(config.max_steps):
+            request["input"] = base_input + items
+            t0 = clock()
+            try:
+                last = await model.create_response(request)
+            finally:
+                timing.model_s += clock() - t0
+            rollout.turns += 1
+            add_usage(usage, last.get("usage"))
+            output = last.get("output") or []
+            items.extend(output)
+            calls = [item for item in output if item.get("type") == "function_call"]
+            if last.get("status") == "incomplete":
+                stop = "incomplete"
+                break
+            if not calls:
+                stop = "completed"
+                break
+            t0 = clock()
+            for call in calls:
+                text, ok = await env.call_tool(session, call.get("name", ""), call.get("arguments", "{}"))
+                rollout.tool_calls += 1
+                rollout.tool_errors += not ok
+                items.append({"type": "function_call_output", "call_id": call.get("call_id"), "output": text})
+            timing.tools_s += clock() - t0
+        rollout.stop_reason = stop
+        response = dict(last)
+        response["output"] = items
+        response["usage"] = usage
+        rollout.response = response
+        t0 = clock()
+        verdict = await env.verify(session, response)
+        timing.verify_s = clock() - t0
+        rollout.reward = verdict.reward
+        rollout.metrics = verdict.metrics
+    except ModelError as exc:
+        rollout.error = {"type": "model", "kind": exc.kind, "status": exc.status, "message": str(exc)}
+        if items:
+            rollout.response = {**last, "output": items, "usage": usage}
+    except Exception as exc:  # verify or a session hook failed: a plugin error, not a reward
+        rollout.reward = None
+        rollout.error = {"type": "plugin", "kind": type(exc).__name__, "status": None, "message": str(exc)}
+    finally:
+        try:
+            await env.close_session(session)
+        finally:
+            timing.total_s = clock() - started
+    return rollout

@@ -1,0 +1,73 @@
+"""Model backends: from a ``--model PREFIX:NAME`` spec to an object that answers requests.
+
+Backends come from plugins' ``register_models`` hooks (see :mod:`gymcore.hookspecs`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import attrs
+
+from .errors import GymError, ModelError
+from .plugins import Plugins
+
+__all__ = ["ModelBackend", "ModelContext", "ModelError", "BackendInfo", "model_backends", "create_backend"]
+
+
+class ModelBackend(Protocol):
+    label: str
+
+    async def create_response(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.define
+class ModelContext:
+    """What a backend factory may use besides the model name."""
+
+    environment: Any = None  # gymcore.environment.Environment or None
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class BackendInfo:
+    prefix: str
+    factory: Callable[[str, ModelContext], Any]
+    description: str
+    plugin: str
+
+
+def model_backends(plugins: Plugins) -> dict[str, BackendInfo]:
+    """Every registered backend prefix, from every model plugin's ``register_models``."""
+    found: dict[str, BackendInfo] = {}
+    for name in plugins.names("model") + plugins.names("resource"):
+        plugin = plugins.get(name)
+        caller = plugins.manager.subset_hook_caller(
+            "register_models", remove_plugins=[p for p in plugins.manager.get_plugins() if p is not plugin]
+        )
+
+        def register(prefix: str, factory: Callable, description: str = "", _plugin: str = name) -> None:
+            if prefix in found:
+                raise GymError(f"model prefix {prefix!r} is registered by both {found[prefix].plugin!r} and {_plugin!r}")
+            found[prefix] = BackendInfo(prefix, factory, description, _plugin)
+
+        caller(register=register)
+    return found
+
+
+def split_model_spec(spec: str) -> tuple[str, str]:
+    prefix, _, name = spec.partition(":")
+    return prefix, name
+
+
+def create_backend(plugins: Plugins, spec: str, context: ModelContext) -> ModelBackend:
+    """Build the backend named by ``spec`` (``openai:gpt-4.1-mini``, ``replay``, ...)."""
+    backends = model_backends(plugins)
+    prefix, name = split_model_spec(spec)
+    info = backends.get(prefix)
+    if info is None:
+        known = ", ".join(sorted(backends)) or "none installed"
+        raise GymError(f"unknown model backend {prefix!r} in --model {spec!r} (installed: {known})")
+    return info.factory(name, context)

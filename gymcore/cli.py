@@ -1,0 +1,156 @@
+"""The ``gym`` command. Each subcommand is small; heavy imports happen inside them, so
+``gym --help`` and ``gym plugins list`` stay instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import GymError
+
+
+def _fail(exc: Exception) -> "click.ClickException":
+    return click.ClickException(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gym")
+def cli():
+    """Collect scored agent rollouts: the training data of RL for LLM agents.
+
+    \b
+    Offline demo (no API key; the model turns are a REPLAY of recorded ones):
+      gym collect --agent weather --model replay --output results/weather.jsonl
+    With a real model:
+      OPENAI_API_KEY=... gym collect --agent weather --model openai:gpt-4.1-mini \\
+          --output results/weather.jsonl --limit 5 --num-repeats 2 --parallel 3
+    """
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--agent", "-a", help="Environment to run, e.g. weather (compose with a,b).")
+@click.option("--input", "-i", "input_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Input JSONL of tasks. Default: the environment's bundled example dataset.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="Output JSONL, one scored rollout per line (required).")
+@click.option("--model", "-m", help="BACKEND:MODEL, e.g. openai:gpt-4.1-mini, openai-chat:NAME "
+              "(Chat Completions servers), or replay (recorded turns, offline). Default: $GYM_MODEL, "
+              "else openai:<policy_model_name> from ./env.yaml.")
+@click.option("--limit", type=int, help="Use only the first N tasks. Default: all.")
+@click.option("--num-repeats", "-n", type=int, help="Rollouts per task (for pass@k, GRPO groups). Default: 1.")
+@click.option("--parallel", "-p", type=int, help="Rollouts in flight at once; 0 = all. Default: 16.")
+@click.option("--temperature", type=float, help="Override responses_create_params.temperature.")
+@click.option("--top-p", type=float, help="Override responses_create_params.top_p.")
+@click.option("--max-output-tokens", type=int, help="Override responses_create_params.max_output_tokens.")
+@click.option("--set", "set_items", multiple=True, metavar="responses_create_params.KEY=VALUE",
+              help="Override any request parameter (repeatable); VALUE is parsed as JSON if it can be.")
+@click.option("--max-steps", type=int, help="Stop a rollout after this many model calls. Default: 16.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
+            max_output_tokens, set_items, max_steps, quiet):
+    """Run every task of an input JSONL through an agent and write scored rollouts.
+
+    The seed tutorial's spelling works too, after the command name:
+
+    \b
+      gym collect +agent_name=weather +output_jsonl_fpath=out.jsonl \\
+          +limit=5 +num_repeats=2 +num_samples_in_parallel=3 \\
+          +responses_create_params.temperature=0.7
+
+    Writes OUTPUT (a line per rollout, flushed as each finishes) and OUTPUT's
+    .metrics.json summary (mean reward, pass@k, tokens, failures).
+    """
+    import asyncio
+
+    from .agent import DEFAULT_MAX_STEPS, AgentConfig
+    from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
+    from .config import default_model, parse_set_options, parse_seed_args
+    from .metrics import format_summary
+    from .plugins import load_plugins
+
+    try:
+        seed, overrides = parse_seed_args(ctx.args)
+        overrides.update(parse_set_options(set_items))
+    except GymError as exc:
+        raise _fail(exc)
+    given = {"agent": agent, "input": input_path, "output": output, "model": model, "limit": limit,
+             "num_repeats": num_repeats, "parallel": parallel, "max_steps": max_steps}
+    for key, value in seed.items():
+        if given.get(key) is None:
+            given[key] = Path(value) if key in ("input", "output") else value
+    for key, value in (("temperature", temperature), ("top_p", top_p), ("max_output_tokens", max_output_tokens)):
+        if value is not None:
+            overrides[key] = value
+    if not given["agent"]:
+        raise click.UsageError("missing --agent (or +agent_name=...); see `gym plugins list`")
+    if not given["output"]:
+        raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
+    given["model"] = given["model"] or default_model()
+    if not given["model"]:
+        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); "
+                               "for an offline run use --model replay")
+    for key, low in (("limit", 1), ("num_repeats", 1), ("parallel", 0), ("max_steps", 1)):
+        value = given[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise click.UsageError(f"{key.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
+    config = CollectConfig(
+        agent=str(given["agent"]),
+        input=Path(given["input"]) if given["input"] else None,
+        output=Path(given["output"]),
+        model=str(given["model"]),
+        limit=given["limit"],
+        num_repeats=given["num_repeats"] or 1,
+        parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
+        agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides),
+        progress=not quiet,
+    )
+    try:
+        summary = asyncio.run(run_collect(load_plugins(), config))
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(format_summary(summary))
+    click.echo(f"wrote {config.output} and {metrics_path(config.output)}", err=True)
+
+
+@cli.group()
+def plugins():
+    """Inspect installed plugins."""
+
+
+@plugins.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_list(as_json):
+    """List installed plugins: name, kind, distribution, version, hooks and tools.
+
+    Set GYM_LOAD_PLUGINS=a,b to load only those plugins (empty: none).
+    """
+    import json
+
+    from .inventory import plugin_inventory
+
+    rows = plugin_inventory()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no plugins installed")
+        return
+    headers = ["name", "kind", "distribution", "version", "provides"]
+    table = [[r["name"], r["kind"], r["distribution"] or "-", r["version"] or "-",
+              r["error"] and f"FAILED: {r['error']}" or ", ".join(r["tools"] or r["backends"]) or "-"]
+             for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
+    for row in [headers, *table]:
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli(prog_name="gym")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

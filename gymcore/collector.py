@@ -1,0 +1,150 @@
+"""Batch collection: tasks in, one scored rollout per output line, written as each finishes.
+
+The input is validated as a whole before the first rollout starts (streaming, so a large
+file costs no memory), then streamed again while at most ``parallel`` rollouts are in
+flight. Each finished rollout is written and flushed at once: a crash loses only what was
+still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import attrs
+import jsonlines
+import orjson
+
+from .agent import AgentConfig, run_rollout
+from .backends import ModelContext, create_backend
+from .data import Task, converter
+from .dataset import count_tasks, iter_tasks
+from .environment import Environment
+from .errors import GymError
+from .metrics import RunStats
+from .plugins import Plugins
+
+DEFAULT_PARALLEL = 16
+
+
+@attrs.define
+class CollectConfig:
+    """Everything one ``gym collect`` run needs; mirrors the CLI options."""
+
+    agent: str
+    output: Path
+    model: str
+    input: Path | None = None
+    limit: int | None = None
+    num_repeats: int = 1
+    parallel: int = DEFAULT_PARALLEL
+    agent_config: AgentConfig = attrs.field(factory=AgentConfig)
+    progress: bool = True
+
+
+def metrics_path(output: Path) -> Path:
+    """``results/run.jsonl`` -> ``results/run.metrics.json``."""
+    return output.with_name(output.stem + ".metrics.json")
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+class _Progress:
+    """A tqdm bar with rollouts/s and the running mean reward; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, label: str):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="rollout", file=sys.stderr,
+                            mininterval=0.25, dynamic_ncols=True)
+        self._last_postfix = 0.0
+
+    def update(self, stats: RunStats) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self._last_postfix > 0.5:
+            self._last_postfix = now
+            mean = stats.mean_reward
+            self.bar.set_postfix_str(
+                f"reward={mean:.3f} failed={sum(stats.failures.values())}" if mean is not None
+                else f"failed={sum(stats.failures.values())}", refresh=False)
+
+    def close(self, stats: RunStats) -> None:
+        if self.bar is not None:
+            self._last_postfix = 0.0
+            self.bar.n -= 1
+            self.update(stats)  # final figures on the bar
+            self.bar.close()
+
+
+async def resolve_input(config: CollectConfig, env: Environment) -> Path:
+    if config.input is not None:
+        return config.input
+    path = env.example_dataset_path
+    if path is None:
+        raise GymError(f"agent {config.agent!r} bundles no example dataset; pass --input FILE.jsonl")
+    return path
+
+
+def _jobs(path: Path, limit: int | None, repeats: int) -> Iterator[tuple[int, int, Task]]:
+    for task_index, (_line, task) in enumerate(iter_tasks(path, limit)):
+        for rollout_index in range(repeats):
+            yield task_index, rollout_index, task
+
+
+async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
+    """Run a whole collection; return the summary (also written to ``*.metrics.json``)."""
+    names = [n for n in config.agent.replace("+", ",").split(",") if n]
+    env = await Environment.create(plugins, names)
+    input_path = await resolve_input(config, env)
+    n_tasks = count_tasks(input_path, config.limit)  # validates every row before any work
+    total = n_tasks * config.num_repeats
+    model = create_backend(plugins, config.model, ModelContext(environment=env))
+    stats = RunStats()
+    started = time.perf_counter()
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    progress = _Progress(total, config.progress, "Collecting rollouts")
+    jobs = _jobs(input_path, config.limit, config.num_repeats)
+    parallel = config.parallel if config.parallel > 0 else max(total, 1)
+    try:
+        with open(config.output, "wb") as fp:
+            writer = jsonlines.Writer(fp, dumps=_dumps, flush=True)
+
+            async def worker() -> None:
+                for task_index, rollout_index, task in jobs:
+                    rollout = await run_rollout(env, model, task, task_index=task_index,
+                                                rollout_index=rollout_index, config=config.agent_config)
+                    writer.write(converter.unstructure(rollout))
+                    stats.add(rollout)
+                    progress.update(stats)
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(parallel, max(total, 1))):
+                        group.create_task(worker())
+            except BaseExceptionGroup as group_error:  # surface the first real cause
+                raise group_error.exceptions[0] from None
+    finally:
+        progress.close(stats)
+        await model.aclose()
+    summary = stats.summary(
+        time.perf_counter() - started,
+        agent=env.name,
+        model=model.label,
+        **({"note": "REPLAY: model turns were replayed from a recording; no model was called"}
+           if getattr(model, "is_replay", False) else {}),
+        input=str(input_path),
+        output=str(config.output),
+        num_repeats=config.num_repeats,
+    )
+    metrics_path(config.output).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    return summary

@@ -1,0 +1,178 @@
+"""The records that flow through a collection: task rows in, rollouts out.
+
+All are attrs classes; one cattrs converter (``converter``) turns them into JSON-ready
+dicts and back. Rows keep keys they do not know (``Task.extra``), so a dataset written for
+NeMo Gym or with extra bookkeeping columns passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import attrs
+import cattrs
+
+_session_ids = itertools.count(1)
+
+
+@attrs.define(slots=True)
+class Task:
+    """One input row: what the model is asked, and what ``verify`` needs to judge it."""
+
+    responses_create_params: dict[str, Any]
+    verifier_metadata: dict[str, Any] | None = None
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+    KNOWN_KEYS = ("responses_create_params", "verifier_metadata")
+
+    def input_items(self) -> list[dict[str, Any]]:
+        """The row's ``input`` as a list of items (a bare string is one user message)."""
+        value = self.responses_create_params.get("input", [])
+        if isinstance(value, str):
+            return [{"role": "user", "content": value}]
+        return list(value)
+
+
+@attrs.define(slots=True)
+class Session:
+    """Per-rollout state handed to ``call_tool`` and ``verify``; plugins own ``state``."""
+
+    task: Task
+    id: str = attrs.field(factory=lambda: f"s{next(_session_ids)}")
+    state: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(slots=True)
+class Verdict:
+    """What ``verify`` returns: a reward in [0, 1] and named metrics."""
+
+    reward: float = 1.0
+    metrics: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(slots=True)
+class Timing:
+    total_s: float = 0.0
+    model_s: float = 0.0
+    tools_s: float = 0.0
+    verify_s: float = 0.0
+
+
+@attrs.define(slots=True)
+class Rollout:
+    """One finished rollout: the output line, minus the input row it extends."""
+
+    task: Task
+    task_index: int
+    rollout_index: int
+    agent: str
+    model: str
+    response: dict[str, Any] | None = None
+    reward: float | None = None
+    metrics: dict[str, Any] = attrs.field(factory=dict)
+    turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    stop_reason: str | None = None
+    timing: Timing = attrs.field(factory=Timing)
+    error: dict[str, Any] | None = None
+
+
+converter = cattrs.Converter()
+
+
+def _unstructure_task(task: Task) -> dict[str, Any]:
+    row: dict[str, Any] = dict(task.extra)
+    row["responses_create_params"] = task.responses_create_params
+    if task.verifier_metadata is not None:
+        row["verifier_metadata"] = task.verifier_metadata
+    return row
+
+
+def _structure_task(row: dict[str, Any], _type: type) -> Task:
+    return Task(
+        responses_create_params=row["responses_create_params"],
+        verifier_metadata=row.get("verifier_metadata"),
+        extra={k: v for k, v in row.items() if k not in Task.KNOWN_KEYS},
+    )
+
+
+_ROLLOUT_KEYS = (
+    "task_index", "rollout_index", "agent", "model", "response", "reward",
+    "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error",
+)
+
+
+def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
+    # The output line is the input row, extended; metrics sit at the top level next to
+    # ``reward`` as in NeMo Gym, so trainers that read NeMo Gym rollouts read ours.
+    line = _unstructure_task(rollout.task)
+    line["response"] = rollout.response
+    line["reward"] = rollout.reward
+    names = []
+    for key, value in rollout.metrics.items():
+        if key not in line and key not in _ROLLOUT_KEYS:
+            line[key] = value
+            names.append(key)
+    # Which top-level keys are metrics, so a stored rollout reads back exactly.
+    line["metric_names"] = names
+    line["task_index"] = rollout.task_index
+    line["rollout_index"] = rollout.rollout_index
+    line["agent"] = rollout.agent
+    line["model"] = rollout.model
+    line["turns"] = rollout.turns
+    line["tool_calls"] = rollout.tool_calls
+    line["tool_errors"] = rollout.tool_errors
+    line["stop_reason"] = rollout.stop_reason
+    line["timing"] = attrs.asdict(rollout.timing)
+    line["error"] = rollout.error
+    return line
+
+
+def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
+    names = line.get("metric_names") or []
+    skip = set(_ROLLOUT_KEYS) | set(names)
+    row = {k: v for k, v in line.items() if k not in skip}
+    return Rollout(
+        task=_structure_task(row, Task),
+        task_index=line["task_index"],
+        rollout_index=line["rollout_index"],
+        agent=line.get("agent", ""),
+        model=line.get("model", ""),
+        response=line.get("response"),
+        reward=line.get("reward"),
+        metrics={k: line[k] for k in names if k in line},
+        turns=line.get("turns", 0),
+        tool_calls=line.get("tool_calls", 0),
+        tool_errors=line.get("tool_errors", 0),
+        stop_reason=line.get("stop_reason"),
+        timing=converter.structure(line.get("timing") or {}, Timing),
+        error=line.get("error"),
+    )
+
+
+converter.register_unstructure_hook(Task, _unstructure_task)
+converter.register_structure_hook(Task, _structure_task)
+converter.register_unstructure_hook(Rollout, _unstructure_rollout)
+converter.register_structure_hook(Rollout, _structure_rollout)
+
+
+def as_verdict(value: Any, *, where: str = "verify") -> Verdict | None:
+    """Normalise what a ``verify`` hook returned into a :class:`Verdict` (or ``None``)."""
+    if value is None or isinstance(value, Verdict):
+        verdict = value
+    elif isinstance(value, bool):
+        verdict = Verdict(reward=float(value))
+    elif isinstance(value, (int, float)):
+        verdict = Verdict(reward=float(value))
+    elif isinstance(value, dict):
+        if "reward" not in value:
+            raise ValueError(f"{where} returned a dict without 'reward': {sorted(value)}")
+        metrics = {k: v for k, v in value.items() if k != "reward"}
+        verdict = Verdict(reward=float(value["reward"]), metrics=metrics)
+    else:
+        raise TypeError(f"{where} returned {type(value).__name__}; expected Verdict, dict, number or None")
+    if verdict is not None and not 0.0 <= verdict.reward <= 1.0:
+        raise ValueError(f"{where} returned reward {verdict.reward}, outside [0, 1]")
+    return verdict

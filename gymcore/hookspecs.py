@@ -1,0 +1,113 @@
+"""The hooks a gymcore plugin can implement. These docstrings are the reference.
+
+Two kinds of plugin exist, told apart by the entry-point group they are installed under:
+
+* ``gym.resources``: a resource server (an *environment*). It offers tools and scores a
+  finished rollout. The entry-point name is the environment's name (``--agent weather``).
+* ``gym.models``: a model backend. It turns a Responses-API request into a response.
+
+Any resource hook may be written ``def`` or ``async def``. gymcore awaits coroutines itself
+(pluggy knows nothing of asyncio) and runs plain ``def`` implementations of ``call_tool``,
+``setup_session``, ``verify`` and ``teardown_session`` in a worker thread, so a blocking tool
+never stalls the other rollouts. Prefer ``async def`` for fast tools: it skips the thread hop.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("gym")
+
+
+# --- resource servers -----------------------------------------------------------------
+
+
+@hookspec
+def list_tools():
+    """Return the tools this plugin offers, as a list of Responses-API function tools.
+
+    Each item is a dict ``{"type": "function", "name": ..., "description": ...,
+    "parameters": <JSON schema>}`` (``"strict"`` optional). Called once when the
+    environment is built; a tool name must be unique across the plugins of an environment,
+    because tool calls are routed to the plugin that listed the name.
+    """
+
+
+@hookspec
+def call_tool(name, arguments, session):
+    """Run tool ``name`` with ``arguments`` (a dict parsed from the model's JSON) and return
+    its output.
+
+    Only the plugin that listed ``name`` is called. Return a ``str`` (sent to the model as
+    is) or any JSON-serialisable value (sent JSON-encoded). Raising an exception does not
+    end the rollout: the model receives an error output naming the exception and may go
+    on. ``session`` is the rollout's :class:`gymcore.data.Session`: its ``state`` dict is
+    yours to keep per-rollout state in.
+    """
+
+
+@hookspec
+def setup_session(session):
+    """Prepare per-rollout state before the first model call (optional).
+
+    ``session.task`` is the input row (:class:`gymcore.data.Task`); store what you need
+    in ``session.state``. The return value is ignored.
+    """
+
+
+@hookspec
+def verify(session, response):
+    """Score a finished rollout: return a :class:`gymcore.data.Verdict`, a dict
+    ``{"reward": float, **metrics}``, a bare number, or ``None`` to abstain.
+
+    ``response`` is the whole episode as a Responses-API response dict: ``output`` holds
+    every item in order (messages, function calls, function call outputs, reasoning).
+    ``session.task.verifier_metadata`` carries the row's ground truth, if the row has one.
+    The reward must be in [0, 1]; metrics are numbers or strings. When several plugins of
+    one environment return a verdict, the rewards multiply (every check must pass) and the
+    metrics merge. When none does, the reward is 1.0, as in NeMo Gym.
+    """
+
+
+@hookspec
+def teardown_session(session):
+    """Release per-rollout state after ``verify`` (optional). Called even if the rollout
+    failed. The return value is ignored."""
+
+
+@hookspec(firstresult=True)
+def example_dataset():
+    """Return the path of a JSONL file of example tasks for this environment (optional).
+
+    ``gym collect --agent NAME`` reads it when ``--input`` is not given.
+    """
+
+
+@hookspec(firstresult=True)
+def example_rollouts():
+    """Return the path of a JSONL file of recorded rollouts for this environment (optional).
+
+    The ``replay`` model backend replays the model turns in it, so the environment runs
+    offline, for demos and tests, while its tools and ``verify`` run for real.
+    """
+
+
+# --- model backends --------------------------------------------------------------------
+
+
+@hookspec
+def register_models(register):
+    """Register model backends by calling ``register(prefix, factory, description)``.
+
+    ``gym collect --model PREFIX:NAME`` picks the backend whose prefix matches and calls
+    ``factory(name, context)``, where ``name`` is the text after the colon (may be empty)
+    and ``context`` is a :class:`gymcore.backends.ModelContext` (the environment, for
+    backends that need its data). The factory returns an object with
+
+    * ``async def create_response(self, request: dict) -> dict``: take a Responses-API
+      request body (``model``, ``input``, ``tools``, sampling parameters) and return a
+      Responses-API response body (``id``, ``output``, ``status``, ``usage``);
+      raise :class:`gymcore.backends.ModelError` on failure;
+    * ``async def aclose(self)``: release connections;
+    * a ``label`` attribute: the name written into each rollout's ``model`` field.
+    """

@@ -1,0 +1,51 @@
+"""Small builders for Responses-API bodies, so every backend returns the same full shape
+(one that ``openai.types.responses.Response`` validates)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def usage(input_tokens: int = 0, output_tokens: int = 0, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def response(
+    *,
+    id: str,
+    model: str,
+    output: list[dict[str, Any]],
+    request: dict[str, Any] | None = None,
+    status: str = "completed",
+    usage_: dict[str, Any] | None = None,
+    created_at: float | None = None,
+    incomplete_reason: str | None = None,
+) -> dict[str, Any]:
+    """A Responses-API response body; echoes the request's sampling fields as OpenAI does."""
+    request = request or {}
+    return {
+        "id": id,
+        "object": "response",
+        "created_at": int(created_at if created_at is not None else time.time()),
+        "model": model,
+        "status": status,
+        "output": output,
+        "usage": usage_ or usage(),
+        "error": None,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+        "instructions": request.get("instructions"),
+        "metadata": request.get("metadata") or {},
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "temperature": request.get("temperature"),
+        "top_p": request.get("top_p"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": request.get("tools") or [],
+    }
