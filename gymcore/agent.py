@@ -40,6 +40,16 @@ def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
             add_usage(total.setdefault(key, {}), value)
 
 
+def episode_output(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The episode as a valid Responses ``output``: tool outputs get the ``id`` and
+    ``status`` an output item has (they are sent to the model without them)."""
+    return [
+        {**item, "id": f"fco_{item.get('call_id')}", "status": "completed"}
+        if item.get("type") == "function_call_output" else item
+        for item in items
+    ]
+
+
 def build_request(task: Task, env: Environment, config: AgentConfig) -> dict[str, Any]:
     """The first request of a rollout: the row's params, overridden, tools filled in."""
     request = dict(task.responses_create_params)
@@ -101,7 +111,7 @@ async def run_rollout(
             timing.tools_s += clock() - t0
         rollout.stop_reason = stop
         response = dict(last)
-        response["output"] = items
+        response["output"] = episode_output(items)
         response["usage"] = usage
         rollout.response = response
         t0 = clock()
@@ -112,7 +122,7 @@ async def run_rollout(
     except ModelError as exc:
         rollout.error = {"type": "model", "kind": exc.kind, "status": exc.status, "message": str(exc)}
         if items:
-            rollout.response = {**last, "output": items, "usage": usage}
+            rollout.response = {**last, "output": episode_output(items), "usage": usage}
     except Exception as exc:  # verify or a session hook failed: a plugin error, not a reward
         rollout.reward = None
         rollout.error = {"type": "plugin", "kind": type(exc).__name__, "status": None, "message": str(exc)}

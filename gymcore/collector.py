@@ -18,14 +18,13 @@ import attrs
 import jsonlines
 import orjson
 
-from .agent import AgentConfig, run_rollout
-from .backends import ModelContext, create_backend
+from .agent import AgentConfig
 from .data import Task, converter
 from .dataset import count_tasks, iter_tasks
-from .environment import Environment
 from .errors import GymError
 from .metrics import RunStats
 from .plugins import Plugins
+from .runners import EmbeddedRunner, RolloutRunner
 
 DEFAULT_PARALLEL = 16
 
@@ -86,10 +85,15 @@ class _Progress:
             self.bar.close()
 
 
-async def resolve_input(config: CollectConfig, env: Environment) -> Path:
+async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
+    """The one place that decides where rollouts run."""
+    return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config)
+
+
+def resolve_input(config: CollectConfig, runner: RolloutRunner) -> Path:
     if config.input is not None:
         return config.input
-    path = env.example_dataset_path
+    path = runner.example_dataset_path
     if path is None:
         raise GymError(f"agent {config.agent!r} bundles no example dataset; pass --input FILE.jsonl")
     return path
@@ -103,12 +107,14 @@ def _jobs(path: Path, limit: int | None, repeats: int) -> Iterator[tuple[int, in
 
 async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
     """Run a whole collection; return the summary (also written to ``*.metrics.json``)."""
-    names = [n for n in config.agent.replace("+", ",").split(",") if n]
-    env = await Environment.create(plugins, names)
-    input_path = await resolve_input(config, env)
-    n_tasks = count_tasks(input_path, config.limit)  # validates every row before any work
+    runner = await make_runner(plugins, config)
+    try:
+        input_path = resolve_input(config, runner)
+        n_tasks = count_tasks(input_path, config.limit)  # validates every row before any work
+    except BaseException:
+        await runner.aclose()
+        raise
     total = n_tasks * config.num_repeats
-    model = create_backend(plugins, config.model, ModelContext(environment=env))
     stats = RunStats()
     started = time.perf_counter()
     config.output.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +127,7 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
 
             async def worker() -> None:
                 for task_index, rollout_index, task in jobs:
-                    rollout = await run_rollout(env, model, task, task_index=task_index,
-                                                rollout_index=rollout_index, config=config.agent_config)
+                    rollout = await runner.run(task, task_index, rollout_index)
                     writer.write(converter.unstructure(rollout))
                     stats.add(rollout)
                     progress.update(stats)
@@ -135,13 +140,13 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
                 raise group_error.exceptions[0] from None
     finally:
         progress.close(stats)
-        await model.aclose()
+        await runner.aclose()
     summary = stats.summary(
         time.perf_counter() - started,
-        agent=env.name,
-        model=model.label,
+        agent=runner.agent,
+        model=runner.model_label,
         **({"note": "REPLAY: model turns were replayed from a recording; no model was called"}
-           if getattr(model, "is_replay", False) else {}),
+           if runner.is_replay else {}),
         input=str(input_path),
         output=str(config.output),
         num_repeats=config.num_repeats,

@@ -1,0 +1,54 @@
+"""Where rollouts run. The collector only needs ``run(task, task_index, rollout_index)``;
+a runner decides where: in this process (:class:`EmbeddedRunner`) or on a ``gym serve``
+host. Every runner ends in the same :func:`gymcore.agent.run_rollout`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from .agent import AgentConfig, run_rollout
+from .backends import ModelBackend, ModelContext, create_backend
+from .data import Rollout, Task
+from .environment import Environment
+from .plugins import Plugins
+
+
+class RolloutRunner(Protocol):
+    agent: str
+    model_label: str
+    is_replay: bool
+    example_dataset_path: Path | None
+
+    async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout: ...
+
+    async def aclose(self) -> None: ...
+
+
+def split_agent(agent: str) -> list[str]:
+    """``weather`` -> [weather]; ``weather,clock`` or ``weather+clock`` -> both, composed."""
+    return [name for name in agent.replace("+", ",").split(",") if name.strip()]
+
+
+class EmbeddedRunner:
+    """Environment and model backend loaded from plugins into this process."""
+
+    def __init__(self, env: Environment, model: ModelBackend, config: AgentConfig):
+        self.env, self.model, self.config = env, model, config
+        self.agent = env.name
+        self.model_label = model.label
+        self.is_replay = bool(getattr(model, "is_replay", False))
+        self.example_dataset_path = env.example_dataset_path
+
+    @classmethod
+    async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig) -> "EmbeddedRunner":
+        env = await Environment.create(plugins, split_agent(agent))
+        backend = create_backend(plugins, model, ModelContext(environment=env))
+        return cls(env, backend, config)
+
+    async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:
+        return await run_rollout(self.env, self.model, task, task_index=task_index,
+                                 rollout_index=rollout_index, config=self.config)
+
+    async def aclose(self) -> None:
+        await self.model.aclose()

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real fake-OpenAI server, fresh plugin managers, the ``gym`` CLI as a
+subprocess. Nothing of gymcore's own is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gymcore.plugins import load_plugins
+
+from .fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+GYM = str(Path(sys.executable).parent / "gym")
+#: A key that must never appear in any file or log we write.
+SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
+
+
+@pytest.fixture
+def fake_openai():
+    server = FakeOpenAI()
+    server.start_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def plugins():
+    """A fresh plugin manager per test (installed entry points loaded, no global state)."""
+    return load_plugins()
+
+
+@pytest.fixture
+def bare_plugins():
+    """A plugin manager with no installed plugins: tests register their own."""
+    return load_plugins(entry_points=False)
+
+
+@pytest.fixture
+def gym_env(fake_openai, tmp_path):
+    """Environment variables for a ``gym`` subprocess talking to the fake server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
+    env.update(OPENAI_BASE_URL=fake_openai.url, OPENAI_API_KEY=SECRET_KEY, PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_gym(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``gym`` console script as a real subprocess."""
+    return subprocess.run([GYM, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, input=input)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,221 @@
+"""A fake OpenAI-compatible server for tests and benchmarks: real aiohttp, real HTTP.
+
+It serves ``POST /v1/responses`` and ``POST /v1/chat/completions`` with a deterministic
+weather-answering policy: on a fresh conversation it calls ``get_weather`` for the city it
+recognises in the last user message; once a tool output is in the input it answers with
+that output's temperature and conditions. Tests script it further:
+
+* ``script``: a list of canned bodies (Responses shape), served one per request before the
+  policy takes over;
+* ``faults``: a list of fault specs consumed one per request (``None`` = no fault):
+  ``{"status": 429, "retry_after": 0.1}``, ``{"status": 500}``, ``{"reset": True}``,
+  ``{"hang": 5}``, ``{"malformed": True}``;
+* ``latency``: seconds to sleep before each answer.
+
+Every request's path, headers and body are kept in ``requests`` (``GET /_requests``).
+Run alone (benchmarks): ``python tests/fake_openai.py --port 0 --latency-ms 100`` prints
+``listening on http://127.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import re
+import threading
+from typing import Any
+
+from aiohttp import web
+
+ALIASES = {
+    "sf": "San Francisco", "nyc": "New York", "la": "Los Angeles",
+}
+CITIES = [
+    "San Francisco", "Paris", "London", "Oslo", "Sydney", "New York", "Tokyo", "Reykjavik", "Denver",
+    "Mumbai", "Chicago", "Berlin", "Wellington", "Cape Town", "Toronto", "Seattle", "Buenos Aires",
+    "Singapore", "Madrid", "Los Angeles", "Lisbon", "São Paulo", "Amsterdam", "Nairobi",
+]
+
+
+def find_city(text: str) -> str:
+    low = text.casefold()
+    for city in CITIES:
+        if city.casefold() in low:
+            return city
+    for alias, city in ALIASES.items():
+        if re.search(rf"\b{alias}\b", low):
+            return city
+    return "Nowhere"
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+
+
+class FakeOpenAI:
+    """State and handlers of one fake server; start with :meth:`start_in_thread`."""
+
+    def __init__(self, latency: float = 0.0, keep_requests: bool = True):
+        self.latency = latency
+        self.keep_requests = keep_requests
+        self.script: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any] | None] = []
+        self.requests: list[dict[str, Any]] = []
+        self.count = 0
+        self._ids = itertools.count(1)
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+
+    # --- policy -----------------------------------------------------------------------
+
+    def policy_output(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        n = next(self._ids)
+        outputs = [i for i in items if i.get("type") == "function_call_output"]
+        if outputs:
+            try:
+                data = json.loads(outputs[-1]["output"])
+                text = f"In {data['city']} it is {data['temperature_c']}°C and {data['conditions']}."
+            except (ValueError, KeyError, TypeError):
+                text = "The tool failed, sorry."
+            return [{"type": "message", "id": f"msg_{n}", "role": "assistant", "status": "completed",
+                     "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+        user = [i for i in items if i.get("role") == "user"]
+        city = find_city(_text_of(user[-1].get("content")) if user else "")
+        return [{"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}", "name": "get_weather",
+                 "arguments": json.dumps({"city": city}), "status": "completed"}]
+
+    def response_body(self, request: dict[str, Any], output: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": f"resp_{next(self._ids)}", "object": "response", "created_at": 1700000000,
+            "model": request.get("model", "fake"), "status": "completed", "output": output,
+            "error": None, "incomplete_details": None, "instructions": None, "metadata": {},
+            "parallel_tool_calls": True, "temperature": request.get("temperature"),
+            "top_p": request.get("top_p"), "tool_choice": "auto", "tools": request.get("tools") or [],
+            "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                      "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": 15},
+        }
+
+    def chat_body(self, request: dict[str, Any]) -> dict[str, Any]:
+        items: list[dict[str, Any]] = []
+        for m in request.get("messages", []):
+            if m.get("role") == "tool":
+                items.append({"type": "function_call_output", "output": m.get("content")})
+            else:
+                items.append({"role": m.get("role"), "content": m.get("content")})
+        out = self.policy_output(items)[0]
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        finish = "stop"
+        if out["type"] == "function_call":
+            message["tool_calls"] = [{"id": out["call_id"], "type": "function",
+                                      "function": {"name": out["name"], "arguments": out["arguments"]}}]
+            finish = "tool_calls"
+        else:
+            message["content"] = out["content"][0]["text"]
+        return {"id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": 1700000000,
+                "model": request.get("model", "fake"),
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.count += 1
+        body = json.loads(raw) if raw else {}
+        if self.keep_requests:
+            self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        fault = self.faults.pop(0) if self.faults else None
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault:
+            if fault.get("hang"):
+                await asyncio.sleep(fault["hang"])
+            if fault.get("reset"):
+                assert request.transport is not None
+                request.transport.abort()
+                return web.Response(status=500)
+            if fault.get("malformed"):
+                return web.Response(body=b"{not json", content_type="application/json")
+            if fault.get("status"):
+                headers = {}
+                if fault.get("retry_after") is not None:
+                    headers["Retry-After"] = str(fault["retry_after"])
+                error = {"error": {"message": fault.get("message", "injected fault"),
+                                   "type": fault.get("type", "server_error"), "code": None, "param": None}}
+                return web.json_response(error, status=fault["status"], headers=headers)
+        if request.path.endswith("/chat/completions"):
+            return web.json_response(self.chat_body(body))
+        if self.script:
+            canned = self.script.pop(0)
+            return web.json_response(self.response_body(body, canned["output"]) | canned)
+        items = body.get("input") or []
+        if isinstance(items, str):
+            items = [{"role": "user", "content": items}]
+        return web.json_response(self.response_body(body, self.policy_output(items)))
+
+    async def _requests(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.requests)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/responses", self._handle)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/_requests", self._requests)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = site._server.sockets  # type: ignore[union-attr]
+        self.url = f"http://{host}:{sockets[0].getsockname()[1]}/v1"
+        return self.url
+
+    def start_in_thread(self) -> str:
+        """Serve on 127.0.0.1:<ephemeral> from a daemon thread; return the base URL."""
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.start())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True, name="fake-openai").start()
+        if not ready.wait(10):
+            raise RuntimeError("fake OpenAI server did not start")
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    server = FakeOpenAI(latency=args.latency_ms / 1000, keep_requests=False)
+
+    async def serve() -> None:
+        url = await server.start(port=args.port)
+        print(f"listening on {url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
