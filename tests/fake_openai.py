@@ -25,6 +25,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +67,7 @@ class FakeOpenAI:
         self.faults: list[dict[str, Any] | None] = []
         self.requests: list[dict[str, Any]] = []
         self.count = 0
+        self.first_request_at: float | None = None
         self._ids = itertools.count(1)
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +129,8 @@ class FakeOpenAI:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         self.count += 1
+        if self.first_request_at is None:
+            self.first_request_at = time.time()
         body = json.loads(raw) if raw else {}
         if self.keep_requests:
             self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
@@ -162,11 +166,22 @@ class FakeOpenAI:
     async def _requests(self, _request: web.Request) -> web.Response:
         return web.json_response(self.requests)
 
+    async def _stats(self, _request: web.Request) -> web.Response:
+        """Request count and the wall-clock time of the first one (for start-up benchmarks)."""
+        return web.json_response({"count": self.count, "first_request_at": self.first_request_at})
+
+    async def _reset(self, _request: web.Request) -> web.Response:
+        self.count, self.first_request_at = 0, None
+        self.requests.clear()
+        return web.json_response({"ok": True})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/responses", self._handle)
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_get("/_requests", self._requests)
+        app.router.add_get("/_stats", self._stats)
+        app.router.add_post("/_reset", self._reset)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
