@@ -115,7 +115,7 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
         await runner.aclose()
         raise
     total = n_tasks * config.num_repeats
-    stats = RunStats()
+    stats = RunStats(repeats=config.num_repeats)
     started = time.perf_counter()
     config.output.parent.mkdir(parents=True, exist_ok=True)
     progress = _Progress(total, config.progress, "Collecting rollouts")
@@ -131,6 +131,7 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
                     writer.write(converter.unstructure(rollout))
                     stats.add(rollout)
                     progress.update(stats)
+                    del rollout  # nothing of a written rollout outlives it
 
             try:
                 async with asyncio.TaskGroup() as group:

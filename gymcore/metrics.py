@@ -29,8 +29,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 @attrs.define
 class RunStats:
-    """Accumulates rollouts as they finish; :meth:`summary` gives the report."""
+    """Accumulates rollouts as they finish; :meth:`summary` gives the report.
 
+    pass@k is folded into running sums as soon as all ``repeats`` of a task are in, so
+    memory holds only the tasks still in flight, however long the run.
+    """
+
+    repeats: int = 1
     rollouts: int = 0
     scored: int = 0
     reward_sum: float = 0.0
@@ -41,7 +46,10 @@ class RunStats:
     output_tokens: int = 0
     total_tokens: int = 0
     failures: Counter = attrs.field(factory=Counter)
-    per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task_index -> [n, passed]
+    tasks_done: int = 0
+    open_tasks: dict[int, list[int]] = attrs.field(factory=dict)  # task_index -> [seen, scored, passed]
+    pass_sums: dict[int, float] = attrs.field(factory=dict)  # k -> sum over tasks of pass@k
+    pass_tasks: dict[int, int] = attrs.field(factory=dict)  # k -> tasks with >= k scored samples
 
     def add(self, rollout: Rollout) -> None:
         self.rollouts += 1
@@ -52,30 +60,37 @@ class RunStats:
         self.input_tokens += usage.get("input_tokens", 0) or 0
         self.output_tokens += usage.get("output_tokens", 0) or 0
         self.total_tokens += usage.get("total_tokens", 0) or 0
+        counts = self.open_tasks.setdefault(rollout.task_index, [0, 0, 0])
+        counts[0] += 1
         if rollout.error is not None or rollout.reward is None:
             error = rollout.error or {}
             self.failures[f"{error.get('type', 'unknown')}:{error.get('kind', '')}".rstrip(":")] += 1
-            return
-        self.scored += 1
-        self.reward_sum += rollout.reward
-        counts = self.per_task.setdefault(rollout.task_index, [0, 0])
-        counts[0] += 1
-        counts[1] += rollout.reward >= PASS_THRESHOLD
+        else:
+            self.scored += 1
+            self.reward_sum += rollout.reward
+            counts[1] += 1
+            counts[2] += rollout.reward >= PASS_THRESHOLD
+        if counts[0] >= self.repeats:
+            del self.open_tasks[rollout.task_index]
+            self._fold(counts[1], counts[2], self.pass_sums, self.pass_tasks)
+            self.tasks_done += 1
+
+    @staticmethod
+    def _fold(n: int, c: int, sums: dict[int, float], tasks: dict[int, int]) -> None:
+        for k in range(1, n + 1):
+            sums[k] = sums.get(k, 0.0) + pass_at_k(n, c, k)
+            tasks[k] = tasks.get(k, 0) + 1
 
     @property
     def mean_reward(self) -> float | None:
         return self.reward_sum / self.scored if self.scored else None
 
     def pass_at(self) -> dict[str, float]:
-        """pass@k for k = 1 .. the smallest number of scored repeats of any task."""
-        if not self.per_task:
-            return {}
-        k_max = min(n for n, _ in self.per_task.values())
-        out = {}
-        for k in range(1, k_max + 1):
-            values = [pass_at_k(n, c, k) for n, c in self.per_task.values()]
-            out[f"pass@{k}"] = sum(values) / len(values)
-        return out
+        """pass@k for k = 1 .. repeats, each over the tasks with at least k scored samples."""
+        sums, tasks = dict(self.pass_sums), dict(self.pass_tasks)
+        for _seen, n, c in self.open_tasks.values():  # tasks cut short (interrupt, failures)
+            self._fold(n, c, sums, tasks)
+        return {f"pass@{k}": sums[k] / tasks[k] for k in sorted(tasks)}
 
     def summary(self, wall_s: float, **extra: Any) -> dict[str, Any]:
         return {
@@ -84,7 +99,7 @@ class RunStats:
             "scored": self.scored,
             "failed": sum(self.failures.values()),
             "failures": dict(self.failures),
-            "tasks": len(self.per_task),
+            "tasks": self.tasks_done + len(self.open_tasks),
             "mean_reward": self.mean_reward,
             **self.pass_at(),
             "mean_turns": self.turns_sum / self.rollouts if self.rollouts else None,

@@ -26,13 +26,14 @@ def test_pass_at_k_is_the_unbiased_estimator(n):
 
 
 def test_run_stats_summary():
-    stats = RunStats()
+    stats = RunStats(repeats=3)
     rewards = {0: [1.0, 0.0, 1.0], 1: [0.0, 0.0, 0.5], 2: [1.0, 1.0, 1.0]}
     for task_index, values in rewards.items():
         for r, value in enumerate(values):
             stats.add(Rollout(Task({"input": "x"}), task_index, r, "a", "m", reward=value, turns=2,
                               response={"usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}}))
     stats.add(Rollout(Task({"input": "x"}), 3, 0, "a", "m", error={"type": "model", "kind": "timeout"}))
+    assert list(stats.open_tasks) == [3]  # finished tasks are folded away
     summary = stats.summary(2.0)
     flat = [v for vs in rewards.values() for v in vs]
     assert summary["mean_reward"] == pytest.approx(sum(flat) / len(flat))
@@ -42,4 +43,5 @@ def test_run_stats_summary():
         assert summary[f"pass@{k}"] == pytest.approx(expected)
     assert summary["failures"] == {"model:timeout": 1} and summary["failed"] == 1
     assert summary["rollouts"] == 10 and summary["scored"] == 9 and summary["total_tokens"] == 36
+    assert summary["tasks"] == 4
     assert summary["rollouts_per_s"] == 5.0
