@@ -11,11 +11,13 @@ template's own ``hooks/pre_gen_project.py`` makes the same checks for plain cook
 
 from __future__ import annotations
 
+import contextlib
 import json
 import keyword
+import logging
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import GymError
 from .plugins import KINDS
@@ -77,6 +79,21 @@ def check_answers(answers: dict[str, str], taken: Iterable[str] = ()) -> None:
         raise GymError('description may not contain """ or a backslash')
 
 
+@contextlib.contextmanager
+def _quiet_cookiecutter_log() -> Iterator[None]:
+    """cookiecutter logs a traceback when a hook refuses the answers; the hook's own one-line
+    error is what the user needs, so its log goes nowhere while we run it."""
+    log = logging.getLogger("cookiecutter")
+    handler, propagate = logging.NullHandler(), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
 def new_resource(answers: dict[str, str], *, output_dir: Path, no_input: bool) -> Path:
     """Generate ``gym-<name>/`` in ``output_dir``; return its path.
 
@@ -93,10 +110,14 @@ def new_resource(answers: dict[str, str], *, output_dir: Path, no_input: bool) -
     from cookiecutter.exceptions import CookiecutterException, FailedHookException, OutputDirExistsException
     from cookiecutter.main import cookiecutter
 
+    existed = output_dir.exists()
     try:
-        path = cookiecutter(str(TEMPLATE_DIR), no_input=no_input, extra_context=answers,
-                            output_dir=str(output_dir))
+        with _quiet_cookiecutter_log():
+            path = cookiecutter(str(TEMPLATE_DIR), no_input=no_input, extra_context=answers,
+                                output_dir=str(output_dir))
     except FailedHookException:
+        if not existed and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
         raise GymError("the template refused the answers (see the error above); nothing was written") from None
     except OutputDirExistsException as exc:
         raise GymError(f"{exc}; pick another name or --output-dir") from None

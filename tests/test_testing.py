@@ -119,6 +119,37 @@ def test_a_bad_task_row_names_the_field():
         ScriptedModel([42])
 
 
+class Recorded(Counter):
+    """Counter with bundled example tasks and a recording of model turns for them."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    @hookimpl
+    def example_dataset(self):
+        return self.folder / "tasks.jsonl"
+
+    @hookimpl
+    def example_rollouts(self):
+        return self.folder / "rollouts.jsonl"
+
+
+def test_replay_examples_replays_the_recording_and_runs_tools_and_verify_for_real(tmp_path):
+    unrecorded = {"responses_create_params": {"input": "count to 3"}, "verifier_metadata": {"target": 3}}
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(TASK) + "\n" + json.dumps(unrecorded) + "\n")
+    call = tool_call("bump", by=4)
+    recording = {**TASK, "response": {"output": [
+        call, {"type": "function_call_output", "call_id": call["call_id"], "output": "stale, ignored"},
+        message("five")]}}
+    (tmp_path / "rollouts.jsonl").write_text(json.dumps(recording) + "\n")
+    first, second = replay_examples(Recorded(tmp_path))
+    assert_reward(first, 1.0, count=5)
+    assert json.loads(first.response["output"][1]["output"]) == {"count": 5}  # recomputed, not replayed
+    assert second.reward is None and "no recorded rollout" in second.error["message"]
+    assert len(replay_examples(Recorded(tmp_path), limit=1)) == 1
+
+
 def test_replay_examples_needs_the_example_hooks():
     with pytest.raises(GymError, match="needs both example_dataset and example_rollouts"):
         replay_examples(Counter())
