@@ -253,10 +253,7 @@ def transcript(rollout: Rollout) -> str:
         elif kind == "function_call_output":
             lines.append(f"  output {item.get('output')}")
         elif kind == "message":
-            content = item.get("content")
-            text = content if isinstance(content, str) else "".join(
-                part.get("text", "") for part in content or [] if isinstance(part, dict))
-            lines.append(f"  {item.get('role', 'assistant')}: {text}")
+            lines.append(f"  {item.get('role', 'assistant')}: {responses.message_text(item)}")
         else:
             lines.append(f"  {kind}")
     return "\n".join(lines) or "  (no output)"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gymcore import hookimpl
+from gymcore.responses import final_text
 
 DATA = Path(__file__).parent / "data"
 
@@ -94,7 +95,7 @@ def verify(session, response):
     if expected is None:
         # No ground truth: score what can be checked, and say so in a metric.
         return {"reward": float(used_tool), "used_tool": int(used_tool), "has_ground_truth": 0}
-    answer = last_number(final_answer(output))
+    answer = last_number(final_text(output))  # final_text: the last assistant message
     correct = answer is not None and abs(answer - float(expected)) <= 1e-6 * max(1.0, abs(float(expected)))
     return {"reward": float(correct), "answer_correct": int(correct), "used_tool": int(used_tool),
             "has_ground_truth": 1}
@@ -120,17 +121,6 @@ NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def final_answer(output: list[dict[str, Any]]) -> str:
-    """The text of the episode's last assistant message ('' if there is none)."""
-    for item in reversed(output):
-        if item.get("type", "message") == "message" and item.get("role") == "assistant":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
-    return ""
 
 
 def last_number(text: str) -> float | None:
