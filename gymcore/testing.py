@@ -44,7 +44,7 @@ from .errors import GymError, ModelError
 from .plugins import load_plugins
 
 __all__ = [
-    "ScriptedModel", "ToolResult", "environment", "tool_call", "message",
+    "ScriptedModel", "ToolResult", "environment", "aenvironment", "tool_call", "message", "as_task",
     "run_task", "arun_task", "call_tool", "acall_tool", "replay_examples", "areplay_examples",
     "assert_reward", "transcript",
 ]
