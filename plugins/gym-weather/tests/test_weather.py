@@ -89,8 +89,8 @@ def test_weather_for_is_deterministic_across_processes_and_spellings():
 def test_the_recorded_examples_replay_with_their_known_scores():
     rollouts = replay_examples(gym_weather)
     assert [r.error for r in rollouts] == [None] * 24
-    # The recording holds a few imperfect answers on purpose: 5 looks up "New York City"
-    # for "New York" (a different city to verify), 9 and 17 do not report the result,
+    # The recording holds a few imperfect answers on purpose: 5 looks up "Newark"
+    # for "NYC" (the wrong city), 9 and 17 do not report the result,
     # 13 never calls the tool.
     imperfect = {5: 0.0, 9: 0.5, 13: 0.0, 17: 0.5}
     assert [r.reward for r in rollouts] == [imperfect.get(i, 1.0) for i in range(24)]
