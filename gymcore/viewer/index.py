@@ -32,7 +32,7 @@ log = logging.getLogger("gymcore.viewer")
 #: Bytes read at a time; pass 2 holds the index lock for one block, so keep it small.
 SCAN_CHUNK = 8 << 20
 PARSE_CHUNK = 1 << 20
-#: Bytes compared at the head of the file to notice it was rewritten rather than appended to.
+#: Bytes compared at the head of the file and before the indexed end, to notice a rewrite.
 HEAD_BYTES = 256
 #: The failure class of a line that is not a JSON object.
 BAD_LINE = "invalid JSON line"
@@ -181,7 +181,8 @@ class LineIndex:
         self.scanned_to = 0  # every byte before this is indexed
         self.size_seen = -1  # the file size at the end of the last pass
         self.identity: tuple[int, int] | None = None
-        self.head = b""
+        self.head = b""  # the first bytes and the last indexed bytes, to notice a rewrite
+        self.tail = b""
         self.next_lineno = 1
         self.open_line = False  # the last entry had no newline yet
         self.torn: tuple[int, int] | None = None  # (line number, bytes) of an incomplete last line
@@ -233,22 +234,21 @@ class LineIndex:
         return (st.st_dev, st.st_ino) != self.identity or st.st_size != self.size_seen
 
     def _rewritten(self, st: os.stat_result) -> bool:
-        """True when the file is not the one indexed so far plus appended bytes."""
+        """True when the file is not the one indexed so far plus appended bytes: another
+        file, shorter, or different at its head or just before where indexing stopped."""
         if (st.st_dev, st.st_ino) != self.identity or st.st_size < self.scanned_to:
             return True
         try:
             with open(self.path, "rb") as fp:
                 if fp.read(len(self.head)) != self.head:
                     return True
-                if self.open_line:  # what follows an entry without newline must be one
-                    fp.seek(self.scanned_to)
-                    return st.st_size > self.scanned_to and fp.read(1) != b"\n"
-                if self.scanned_to:
-                    fp.seek(self.scanned_to - 1)
-                    return fp.read(1) != b"\n"
+                fp.seek(self.scanned_to - len(self.tail))
+                if fp.read(len(self.tail)) != self.tail:
+                    return True
+                # what follows an entry that had no newline must start with one
+                return self.open_line and st.st_size > self.scanned_to and fp.read(1) != b"\n"
         except OSError:
             return True
-        return False
 
     def _run(self) -> None:
         try:
@@ -268,11 +268,11 @@ class LineIndex:
                         return
                 self._scan(st.st_size)
                 self._parse_pending()
-                with self.lock:
+                with self.lock, open(self.path, "rb") as fp:
                     self.size_seen = st.st_size
-                    if len(self.head) < HEAD_BYTES:
-                        with open(self.path, "rb") as fp:
-                            self.head = fp.read(HEAD_BYTES)
+                    self.head = fp.read(min(HEAD_BYTES, self.scanned_to))
+                    fp.seek(max(0, self.scanned_to - HEAD_BYTES))
+                    self.tail = fp.read(self.scanned_to - fp.tell())
         except Exception:  # never let the viewer die with its index thread
             log.exception("indexing %s failed", self.path)
 
@@ -357,6 +357,7 @@ class LineIndex:
                             if len(self.bad_lines) < 20:
                                 self.bad_lines.append(cols.lineno[e])
                             log.warning("%s:%d: not a JSON object; skipped", self.path, cols.lineno[e])
+                            obj = None
                         self._parse_entry(cols, e, obj)
                     cols.parsed = m
                 k = m
