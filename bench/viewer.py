@@ -127,6 +127,11 @@ def ttfb(port: int, url: str) -> tuple[float, float, bytes]:
     return first, total, body
 
 
+def rows(body: bytes) -> int:
+    """Rollout rows on a list page (each has a compare checkbox)."""
+    return body.count(b'name="pick"')
+
+
 def peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
@@ -160,8 +165,16 @@ def main() -> None:
         cold_page = ttfb(port, "/rollouts?page=500")
         status = json.loads(ttfb(port, "/api/status")[2])
         print(f"cold overview   TTFB {cold_overview[0] * 1e3:7.1f} ms  (whole page {cold_overview[1] * 1e3:.1f} ms)")
-        print(f"cold page 500   TTFB {cold_page[0] * 1e3:7.1f} ms  (whole page {cold_page[1] * 1e3:.1f} ms)")
+        print(f"cold page 500   TTFB {cold_page[0] * 1e3:7.1f} ms  (whole page {cold_page[1] * 1e3:.1f} ms, "
+              f"{rows(cold_page[2])} rows)")
         print(f"  at that moment: {status['lines']:,} lines found, {status['parsed']:,} parsed")
+        while True:  # how soon page 500 (lines 24,951-25,000) has its rows
+            first, _, body = ttfb(port, "/rollouts?page=500")
+            if rows(body) == 50:
+                break
+            time.sleep(0.01)
+        print(f"page 500 complete {time.perf_counter() - t_start - listening:.2f} s after listening "
+              f"(TTFB then {first * 1e3:.1f} ms)")
         while not status["done"]:
             time.sleep(0.05)
             status = json.loads(ttfb(port, "/api/status")[2])

@@ -155,6 +155,8 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     @app.get("/rollouts")
     def rollouts() -> str:
         query = RolloutQuery.from_args(request.args)
+        if not query.filtered and not query.q:
+            index.wait_for_entries(query.page * query.per_page + 1)
         cols = index.cols
         page = viewer.selector.page(query, cols)
         rows = []
@@ -176,6 +178,7 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
                                partial=query.filtered and cols.parsed < cols.lines)
 
     def _entry(line: int) -> int:
+        index.wait_for_line(line)
         entry = index.entry_for_line(line)
         if entry is None:
             abort(404, f"{index.path.name} has no rollout on line {line}")
