@@ -87,9 +87,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
         if value.is_integer() and abs(value) < 1e15:
             return f"{int(value):,}"
         if abs(value) < 0.01:  # two significant digits, no exponent: 0.000055
-            return f"{value:.{1 - math.floor(math.log10(abs(value)))}f}"
+            return f"{float(f'{value:.2g}'):f}".rstrip("0").rstrip(".")
         return f"{value:.{digits}f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
+
+
+def _ident(value: Any) -> str:
+    """An index or id as it is (no thousands separator); None as an em dash."""
+    return "—" if value is None else str(value)
 
 
 def _reward_class(value: Any) -> str:
@@ -113,7 +118,7 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     app.json.sort_keys = False
     viewer = Viewer(path)
     app.extensions["gym_view"] = viewer
-    app.jinja_env.filters.update(fmt=_fmt, reward_class=_reward_class, short=_short)
+    app.jinja_env.filters.update(fmt=_fmt, ident=_ident, reward_class=_reward_class, short=_short)
     index = viewer.index
     viewer.refresh(wait)
 

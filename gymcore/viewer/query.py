@@ -146,7 +146,7 @@ class Selector:
         self.cache_size = cache_size
         self._lock = threading.Lock()
         self._selections: OrderedDict[tuple, list[int]] = OrderedDict()
-        self._searches: OrderedDict[tuple, list] = OrderedDict()  # key -> [matches, next candidate]
+        self._searches: OrderedDict[tuple, list] = OrderedDict()
 
     def _remember(self, cache: OrderedDict, key: tuple, value: Any) -> Any:
         with self._lock:
@@ -233,18 +233,21 @@ class Selector:
                query.q.lower())
         with self._lock:
             state = self._searches.get(key)
-        if state is None:
-            state = self._remember(self._searches, key, [[], 0])
+            if state is None:
+                state = [[], 0, threading.Lock()]  # matches, next candidate, one scanner at a time
+        self._remember(self._searches, key, state)
         needles = {query.q.lower().encode(), orjson.dumps(query.q)[1:-1].lower()}
-        matches, pos = state
-        while len(matches) < wanted and pos < len(candidates):
-            batch = candidates[pos: pos + SEARCH_BATCH]
-            for entry, data in zip(batch, self.index.read(batch, cols)):
-                text = data.lower()
-                if any(needle in text for needle in needles):
-                    matches.append(entry)
-            pos += len(batch)
-            state[1] = pos
+        matches, _, scanning = state
+        with scanning:
+            pos = state[1]
+            while len(matches) < wanted and pos < len(candidates):
+                batch = candidates[pos: pos + SEARCH_BATCH]
+                for entry, data in zip(batch, self.index.read(batch, cols)):
+                    text = data.lower()
+                    if any(needle in text for needle in needles):
+                        matches.append(entry)
+                pos += len(batch)
+                state[1] = pos
         return matches, pos >= len(candidates)
 
 
