@@ -12,7 +12,7 @@ import math
 import threading
 from array import array
 from collections import OrderedDict
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import attrs
 import orjson
@@ -73,8 +73,42 @@ class Page:
         return (self.number - 1) * self.per_page + 1
 
 
+def _paging(args: Mapping[str, str], errors: list[str]) -> dict[str, int]:
+    return {"page": _parse(args, errors, "page", int, 1) or 1,
+            "per_page": min(_parse(args, errors, "per_page", int, 1) or DEFAULT_PER_PAGE, MAX_PER_PAGE)}
+
+
 @attrs.define
-class RolloutQuery:
+class UrlQuery:
+    """What both list pages share: paging, links that keep every parameter, sortable
+    headers, and the list of parameters that were ignored."""
+
+    PARAMS: ClassVar[tuple[str, ...]] = ()
+    SORTS: ClassVar[tuple[str, ...]] = ()
+    DESC_FIRST: ClassVar[tuple[str, ...]] = ()  # columns a first click sorts biggest first
+
+    desc: bool = False
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+    errors: list[str] = attrs.field(factory=list)
+
+    def args(self, **changes: Any) -> dict[str, Any]:
+        """Non-default parameters (for links), with ``changes`` applied."""
+        values = {name: getattr(self, name) for name in self.PARAMS + ("page", "per_page")}
+        values["sort"] = ("-" if self.desc else "") + self.sort
+        values.update(changes)
+        defaults = {"sort": self.SORTS[0], "page": 1, "per_page": DEFAULT_PER_PAGE}
+        return {k: v for k, v in values.items() if v not in (None, "") and defaults.get(k) != v}
+
+    def sort_link(self, name: str) -> dict[str, Any]:
+        """Clicking a column header: sort by it, flip direction when it already is."""
+        if self.sort == name:
+            return self.args(sort=("" if self.desc else "-") + name, page=1)
+        return self.args(sort=("-" if name in self.DESC_FIRST else "") + name, page=1)
+
+
+@attrs.define
+class RolloutQuery(UrlQuery):
     """The rollout list's URL parameters, validated. Bad values are ignored and reported."""
 
     reward_min: float | None = None
@@ -87,12 +121,11 @@ class RolloutQuery:
     turns_max: int | None = None
     q: str = ""
     sort: str = "line"
-    desc: bool = False
-    page: int = 1
-    per_page: int = DEFAULT_PER_PAGE
-    errors: list[str] = attrs.field(factory=list)
 
-    FILTERS = ("reward_min", "reward_max", "task", "repeat", "error", "tool", "turns_min", "turns_max")
+    FILTERS: ClassVar[tuple[str, ...]] = ("reward_min", "reward_max", "task", "repeat", "error", "tool", "turns_min", "turns_max")
+    PARAMS: ClassVar[tuple[str, ...]] = FILTERS + ("q",)
+    SORTS: ClassVar[tuple[str, ...]] = ROLLOUT_SORTS
+    DESC_FIRST: ClassVar[tuple[str, ...]] = ("reward", "turns", "tokens", "duration", "tool_calls")
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> "RolloutQuery":
@@ -108,10 +141,7 @@ class RolloutQuery:
             turns_min=_parse(args, errors, "turns_min", int, 0),
             turns_max=_parse(args, errors, "turns_max", int, 0),
             q=(args.get("q") or "").strip(),
-            sort=sort, desc=desc,
-            page=_parse(args, errors, "page", int, 1) or 1,
-            per_page=min(_parse(args, errors, "per_page", int, 1) or DEFAULT_PER_PAGE, MAX_PER_PAGE),
-            errors=errors,
+            sort=sort, desc=desc, errors=errors, **_paging(args, errors),
         )
 
     @property
@@ -121,21 +151,6 @@ class RolloutQuery:
 
     def selection_key(self) -> tuple:
         return tuple(getattr(self, name) for name in self.FILTERS) + (self.sort, self.desc)
-
-    def args(self, **changes: Any) -> dict[str, Any]:
-        """Non-default parameters (for links), with ``changes`` applied."""
-        values = {name: getattr(self, name) for name in self.FILTERS + ("q", "page", "per_page")}
-        values["sort"] = ("-" if self.desc else "") + self.sort
-        values.update(changes)
-        defaults = {"sort": "line", "page": 1, "per_page": DEFAULT_PER_PAGE}
-        return {k: v for k, v in values.items() if v not in (None, "") and defaults.get(k) != v}
-
-    def sort_link(self, name: str) -> dict[str, Any]:
-        """Clicking a column header: sort by it, flip direction when it already is."""
-        if self.sort == name:
-            return self.args(sort=("" if self.desc else "-") + name, page=1)
-        return self.args(sort=("-" if name in ("reward", "turns", "tokens", "duration", "tool_calls") else "") + name,
-                         page=1)
 
 
 class Selector:
@@ -312,14 +327,16 @@ def task_rows(index: RolloutIndex, cols: RolloutColumns) -> list[TaskRow]:
 
 
 @attrs.define
-class TaskQuery:
+class TaskQuery(UrlQuery):
+    """The task table's URL parameters."""
+
+    PARAMS: ClassVar[tuple[str, ...]] = ("flag", "task")
+    SORTS: ClassVar[tuple[str, ...]] = TASK_SORTS
+    DESC_FIRST: ClassVar[tuple[str, ...]] = ("mean", "pass_rate", "n", "spread")
+
     flag: str = ""
     task: str = ""
     sort: str = "task"
-    desc: bool = False
-    page: int = 1
-    per_page: int = DEFAULT_PER_PAGE
-    errors: list[str] = attrs.field(factory=list)
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> "TaskQuery":
@@ -329,22 +346,8 @@ class TaskQuery:
         if flag and flag not in TASK_FLAGS:
             errors.append(f"ignored flag={flag!r}: one of {', '.join(TASK_FLAGS)}")
             flag = ""
-        return cls(flag=flag, task=(args.get("task") or "").strip(), sort=sort, desc=desc,
-                   page=_parse(args, errors, "page", int, 1) or 1,
-                   per_page=min(_parse(args, errors, "per_page", int, 1) or DEFAULT_PER_PAGE, MAX_PER_PAGE),
-                   errors=errors)
-
-    def args(self, **changes: Any) -> dict[str, Any]:
-        values = {"flag": self.flag, "task": self.task, "sort": ("-" if self.desc else "") + self.sort,
-                  "page": self.page, "per_page": self.per_page}
-        values.update(changes)
-        defaults = {"sort": "task", "page": 1, "per_page": DEFAULT_PER_PAGE}
-        return {k: v for k, v in values.items() if v not in (None, "") and defaults.get(k) != v}
-
-    def sort_link(self, name: str) -> dict[str, Any]:
-        if self.sort == name:
-            return self.args(sort=("" if self.desc else "-") + name, page=1)
-        return self.args(sort=name, page=1)
+        return cls(flag=flag, task=(args.get("task") or "").strip(), sort=sort, desc=desc, errors=errors,
+                   **_paging(args, errors))
 
     def apply(self, rows: list[TaskRow]) -> tuple[list[TaskRow], Page]:
         if self.flag:
