@@ -15,7 +15,6 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gymcore.metrics import pass_at_k
 from gymcore.viewer import index as index_module
 from gymcore.viewer.app import create_app
 from gymcore.viewer.index import RolloutIndex
@@ -53,8 +52,9 @@ def test_overview_figures(client):
     assert (data["rollouts"], data["scored"], data["failed"], data["tasks"]) == (12, 11, 1, 4)
     assert data["failures"] == {"model:timeout": 1}
     assert data["mean_reward"] == pytest.approx((3 + 2 + 0 + 1.5) / 11)
-    # per task (n scored, passed): (3, 3), (3, 2), (3, 0), (2, 1); k runs to the smallest n
-    assert data["pass_at"] == pytest.approx({"pass@1": (1 + 2 / 3 + 0 + 1 / 2) / 4, "pass@2": 3 / 4})
+    # per task (n scored, passed): (3, 3), (3, 2), (3, 0), (2, 1); pass@k over the tasks with n >= k
+    assert data["pass_at"] == pytest.approx({"pass@1": (1 + 2 / 3 + 0 + 1 / 2) / 4, "pass@2": 3 / 4,
+                                             "pass@3": 2 / 3})
     assert data["tools"] == {"get_weather": 8, "search_docs": 1}
     assert data["tokens"]["total"] == 120 * 9 + 350 + 980
     assert data["task_flags"] == {"zero_variance": 2, "all_pass": 1, "mixed": 2, "all_fail": 1, "errors": 1}
@@ -352,7 +352,7 @@ def test_index_matches_a_plain_parse_whatever_the_write_pattern(tmp_path_factory
         expected = [n + 1 for n, line in enumerate(lines[:complete]) if line]
         assert list(index.cols.lineno)[: len(expected)] == expected
     assert list(index.cols.lineno) == [n + 1 for n, line in enumerate(lines) if line]
-    assert index.stats.rollouts == kinds.count("row") and index.n_bad == kinds.count("bad")
+    assert index.totals.rollouts == kinds.count("row") and index.n_bad == kinds.count("bad")
 
 
 def test_index_across_chunk_boundaries(tmp_path, monkeypatch):
@@ -361,7 +361,7 @@ def test_index_across_chunk_boundaries(tmp_path, monkeypatch):
     rows = sample_rollouts() * 5
     index = RolloutIndex(write_rollouts(tmp_path / "many.jsonl", rows))
     index.refresh(wait=None)
-    assert index.cols.lines == index.cols.parsed == 60 and index.stats.rollouts == 60
+    assert index.cols.lines == index.cols.parsed == 60 and index.totals.rollouts == 60
     assert [orjson.loads(raw)["task_index"] for raw in index.read(range(60))] == [r["task_index"] for r in rows]
 
 

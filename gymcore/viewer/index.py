@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import attrs
 import orjson
 
-from ..metrics import PASS_THRESHOLD, RunStats
+from ..metrics import PASS_THRESHOLD
 
 log = logging.getLogger("gymcore.viewer")
 
@@ -82,11 +82,38 @@ class Fields:
     model: str = ""
     metrics: dict[str, float] = attrs.field(factory=dict)
 
-    @property
-    def response(self) -> dict[str, Any]:
-        # RunStats.add reads the usage from here: the viewer's totals are computed by the
-        # very code that writes the run's *.metrics.json.
-        return {"usage": self.usage}
+
+@attrs.define
+class Totals:
+    """Running totals over the parsed rollouts, counted as ``gym collect``'s summary counts
+    them: a rollout with an error or no reward is a failure, not a zero."""
+
+    rollouts: int = 0
+    scored: int = 0
+    reward_sum: float = 0.0
+    turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tokens: Counter = attrs.field(factory=Counter)
+    failures: Counter = attrs.field(factory=Counter)
+    per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task -> [scored, passed]
+
+    def add(self, fields: Fields, task: int) -> None:
+        self.rollouts += 1
+        self.turns += fields.turns
+        self.tool_calls += fields.tool_calls
+        self.tool_errors += fields.tool_errors
+        for key in ("input_tokens", "output_tokens"):
+            self.tokens[key] += _int(fields.usage.get(key)) or 0
+        self.tokens["total_tokens"] += fields.tokens
+        counts = self.per_task.setdefault(task, [0, 0])
+        if fields.failure is not None or fields.reward is None:
+            self.failures[fields.failure] += 1
+            return
+        self.scored += 1
+        self.reward_sum += fields.reward
+        counts[0] += 1
+        counts[1] += fields.reward >= PASS_THRESHOLD
 
 
 def line_fields(obj: Any) -> Fields:
@@ -470,7 +497,7 @@ class RolloutIndex(LineIndex):
 
     def _reset(self) -> None:
         super()._reset()
-        self.stats = RunStats()
+        self.totals = Totals()
         self.failure_names: list[str | None] = [None]
         self._failure_codes: dict[str, int] = {}
         self._tool_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -509,8 +536,7 @@ class RolloutIndex(LineIndex):
         rows.append(len(cols.reward))
         if fields.task_label is not None:
             self.task_labels.setdefault(task, fields.task_label)
-        fields.task_index = task
-        self.stats.add(fields)
+        self.totals.add(fields, task)
         cols.add_fields(math.nan if fields.reward is None else fields.reward, task, repeat, fields.turns,
                         fields.tool_calls, fields.tokens, math.nan if fields.duration is None else fields.duration,
                         0 if fields.failure is None else self._code(fields.failure),

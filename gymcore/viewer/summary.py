@@ -1,5 +1,5 @@
-"""The overview's figures, from the index's running totals (the same RunStats that writes a
-run's ``*.metrics.json``, so the two agree) plus one pass over two small arrays."""
+"""The overview's figures: the index's running totals, pass@k with gymcore's estimator, and
+one pass over two small arrays for the histograms."""
 
 from __future__ import annotations
 
@@ -58,23 +58,28 @@ class Overview:
 def overview(index: RolloutIndex, cols: RolloutColumns) -> Overview:
     with index.lock:
         n = cols.parsed
-        stats = index.stats
-        per_task = [tuple(counts) for counts in stats.per_task.values()]
+        totals = index.totals
+        per_task = [tuple(counts) for counts in totals.per_task.values()]
         repeat_counts = [len(rows) for rows in index.task_rows.values()]
         figures = dict(
-            lines=cols.lines, parsed=n, rollouts=stats.rollouts, scored=stats.scored,
-            failed=sum(stats.failures.values()), bad_lines=index.n_bad, tasks=len(index.task_rows),
-            mean_reward=stats.mean_reward, failures=stats.failures.most_common(),
-            tools=index.tool_counts.most_common(), tool_calls=stats.tool_calls, tool_errors=stats.tool_errors,
-            mean_turns=stats.turns_sum / stats.rollouts if stats.rollouts else None,
-            tokens={"input": stats.input_tokens, "output": stats.output_tokens, "total": stats.total_tokens},
+            lines=cols.lines, parsed=n, rollouts=totals.rollouts, scored=totals.scored,
+            failed=sum(totals.failures.values()), bad_lines=index.n_bad, tasks=len(index.task_rows),
+            mean_reward=totals.reward_sum / totals.scored if totals.scored else None,
+            failures=totals.failures.most_common(), tools=index.tool_counts.most_common(),
+            tool_calls=totals.tool_calls, tool_errors=totals.tool_errors,
+            mean_turns=totals.turns / totals.rollouts if totals.rollouts else None,
+            tokens={"input": totals.tokens["input_tokens"], "output": totals.tokens["output_tokens"],
+                    "total": totals.tokens["total_tokens"]},
             usage_details=sorted(index.usage_sums.items()),
             timing=[(key, total / count) for key, (total, count) in index.timing_sums.items() if count],
             metrics=[(name, total / count, count) for name, (total, count) in index.metric_sums.items()],
             models=index.models.most_common(), agents=index.agents.most_common(),
         )
-    k_max = min((n_scored for n_scored, _ in per_task), default=0)
-    pass_at = [(k, sum(pass_at_k(n_, c, k) for n_, c in per_task) / len(per_task)) for k in pass_ks(k_max)]
+    pass_at = []
+    for k in pass_ks(max((scored for scored, _ in per_task), default=0)):
+        # each k over the tasks with at least k scored repeats, as `gym collect` reports it
+        values = [pass_at_k(scored, passed, k) for scored, passed in per_task if scored >= k]
+        pass_at.append((k, sum(values) / len(values)))
     rewards = [r for r in cols.reward[:n] if not math.isnan(r)]
     turns = Counter(t for t in cols.turns[:n] if t >= 0)
     flags: Counter = Counter()
