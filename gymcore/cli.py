@@ -179,6 +179,52 @@ def new_resource(answers, no_input, output_dir):
     click.echo(f"next: pip install -e '{path}[test]' && pytest {path}", err=True)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("file", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; 0.0.0.0 exposes the rollouts to your network.")
+@click.option("--port", default=7860, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one.")
+@click.pass_context
+def view(ctx, file, host, port):
+    """Browse a rollout JSONL in your browser: overview, filters, tasks, compare.
+
+    \b
+      gym view results/weather.jsonl
+      gym view +jsonl_fpath=results/weather.jsonl     (the seed's spelling)
+
+    Opens at once on big files (indexing runs in the background) and shows new
+    rollouts on reload while `gym collect` is still writing. FILE's
+    .failures.jsonl sidecar, when present, gets its own tab.
+    """
+    from .config import parse_assignment
+
+    args = ([file] if file else []) + list(ctx.args)
+    paths = []
+    try:
+        for arg in args:
+            if arg.startswith("+"):
+                key, value = parse_assignment(arg[1:], "argument")
+                if key != "jsonl_fpath":
+                    raise GymError(f"unknown argument +{key} (known: +jsonl_fpath)")
+                paths.append(str(value))
+            else:
+                paths.append(arg)
+    except GymError as exc:
+        raise _fail(exc)
+    if len(paths) != 1:
+        raise click.UsageError("give exactly one FILE.jsonl (or +jsonl_fpath=FILE)")
+    path = Path(paths[0])
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no such file")
+    from .viewer.app import serve
+
+    try:
+        serve(path, host, port, echo=lambda text: click.echo(text))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli(prog_name="gym")
 
