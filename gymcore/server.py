@@ -495,7 +495,8 @@ async def serving(app: web.Application, host: str = DEFAULT_HOST, port: int = 0,
 
 
 async def serve_until_signalled(app: web.Application, host: str, port: int, grace: float) -> None:
-    """``gym serve``'s main loop: print the URL, run until SIGINT/SIGTERM, stop gracefully."""
+    """``gym serve``'s main loop: print the URL, run until SIGINT/SIGTERM, then stop taking
+    connections, give in-flight requests ``grace`` seconds, end open sessions."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -504,6 +505,9 @@ async def serve_until_signalled(app: web.Application, host: str, port: int, grac
         print(f"serving on {url}", flush=True)
         print(f"gym serve: routes at {url}/openapi.json; Ctrl-C stops", file=sys.stderr, flush=True)
         await stop.wait()
-        print(f"gym serve: stopping; in-flight requests get up to {grace:g}s", file=sys.stderr, flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal stops at once
+            loop.remove_signal_handler(sig)
+        print(f"gym serve: stopping; in-flight requests get up to {grace:g}s (signal again to force)",
+              file=sys.stderr, flush=True)
     print("gym serve: stopped", file=sys.stderr, flush=True)
 
