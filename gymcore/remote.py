@@ -155,7 +155,8 @@ class ServedRunner:
             except aiohttp.ClientConnectorError:  # nothing was sent: another runner may take it
                 runner.down_until = time.monotonic() + DOWN_FOR_S
                 continue
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # lost mid-rollout: not redone
+                runner.down_until = time.monotonic() + DOWN_FOR_S
                 return self._failed(task, task_index, rollout_index, runner.url, f"{type(exc).__name__}: {exc}")
             finally:
                 runner.in_flight -= 1

@@ -557,3 +557,35 @@ async def test_sigterm_finishes_in_flight_requests_ends_sessions_and_exits_0(fak
         stderr = proc.stderr.read()
         assert "ended 1 open session(s) on shutdown" in stderr and "Traceback" not in stderr
         assert left_open["session_id"] not in stderr
+
+
+async def test_a_runner_lost_mid_collection_sends_the_rest_to_the_other(fake_openai, gym_env, tmp_path, fresh_plugins):
+    """SIGKILL one of two runners mid-collection: its in-flight rollouts end with a ``server``
+    error, later ones go to the survivor, and every rollout has its line."""
+    fake_openai.latency = 0.03
+    with gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (_p1, url1), \
+            gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (proc2, url2):
+        config = CollectConfig(agent="weather", model="", output=tmp_path / "out.jsonl", num_repeats=2, parallel=4,
+                               progress=False, servers=[url1, url2])
+
+        async def kill_runner_2() -> None:
+            for _ in range(500):  # bounded: until some rollouts are done on both runners
+                if fake_openai.count >= 20:
+                    break
+                await asyncio.sleep(0.01)
+            proc2.kill()
+
+        killer = asyncio.create_task(kill_runner_2())
+        summary = await collect(fresh_plugins(), config)
+        await killer
+        with urllib.request.urlopen(url1 + "/") as resp:
+            survivor = json.loads(resp.read())["stats"]["rollouts"]
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    n_tasks = len(read_jsonl(EXAMPLE))
+    assert sorted((l["task_index"], l["rollout_index"]) for l in lines) == [(t, r) for t in range(n_tasks) for r in range(2)]
+    failed = [l for l in lines if l["error"] is not None]
+    assert all(l["error"]["type"] == "server" and url2 in l["error"]["message"] for l in failed)
+    assert len(failed) <= 4  # at most what was in flight on the lost runner
+    ok = [l for l in lines if l["error"] is None]
+    assert all(l["reward"] == 1.0 for l in ok) and survivor > len(ok) / 2
+    assert summary["rollouts"] == len(lines)
