@@ -50,7 +50,8 @@ def cli():
 @click.option("--max-steps", type=int, help="Stop a rollout after this many model calls. Default: 16.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--server", "servers", multiple=True, metavar="URL",
-              help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over all).")
+              help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
+              "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
