@@ -42,6 +42,8 @@ class CollectConfig:
     parallel: int = DEFAULT_PARALLEL
     agent_config: AgentConfig = attrs.field(factory=AgentConfig)
     progress: bool = True
+    servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
+    token: str | None = None  # bearer token of those servers
 
 
 def metrics_path(output: Path) -> Path:
@@ -87,6 +89,11 @@ class _Progress:
 
 async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
     """The one place that decides where rollouts run."""
+    if config.servers:
+        from .remote import ServedRunner
+
+        return await ServedRunner.create(config.servers, config.agent, config.agent_config, token=config.token,
+                                         model=config.model or None, need_dataset=config.input is None)
     return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config)
 
 
