@@ -32,6 +32,8 @@ browser:
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/serve_vs_embedded.py
+	$(BIN)/python bench/viewer.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
