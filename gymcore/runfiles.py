@@ -27,7 +27,9 @@ import attrs
 import orjson
 
 from . import __version__
+from .data import Rollout, converter
 from .errors import GymError
+from .metrics import failure_class
 
 
 def sidecar(output: Path, suffix: str) -> Path:
@@ -205,12 +207,31 @@ class ResumeState:
         return sum((bits & mask).bit_count() for t, bits in self.done.items() if t < rows)
 
 
-def refuse_to_overwrite(output: Path) -> None:
+RESUME_HINT = "pass --resume to continue that run, or --overwrite to replace it (its failures and run record too)"
+
+
+def refuse_to_overwrite(output: Path, hint: str = RESUME_HINT) -> None:
     """Raise unless neither the output nor its failures sidecar exists yet."""
     for path in (output, failures_path(output)):
         if path.exists():
-            raise GymError(f"{path} already exists: pass --resume to continue that run, or --overwrite "
-                           "to replace it (its failures and run record too)")
+            raise GymError(f"{path} already exists: {hint}")
+
+
+def failure_record(rollout: Rollout, invocation: int) -> dict[str, Any]:
+    """A failures-sidecar line: the task row, which rollout, and why it failed."""
+    error = rollout.error or {}
+    line = converter.unstructure(rollout.task)
+    line["task_index"] = rollout.task_index
+    line["rollout_index"] = rollout.rollout_index
+    line["agent"] = rollout.agent
+    line["model"] = rollout.model
+    line["class"] = failure_class(error)
+    line["message"] = error.get("message")
+    line["attempts"] = error.get("attempts", 1)
+    line["invocation"] = invocation
+    line["elapsed_s"] = round(rollout.timing.total_s, 3)
+    line["error"] = error
+    return line
 
 
 def resume(output: Path, record: RunRecord, on_line: Callable[[dict[str, Any]], None]) -> ResumeState:
