@@ -139,7 +139,7 @@ def failure_limit(max_failures: float | None, total: int) -> int | None:
     if max_failures is None:
         return None
     if 0 < max_failures < 1:
-        return math.floor(max_failures * total)
+        return math.floor(max_failures * total + 1e-9)  # 0.29 * 100 is 28.999...
     return int(max_failures)
 
 
@@ -153,8 +153,8 @@ def _jobs(path: Path, limit: int | None, repeats: int, state: ResumeState) -> It
                 yield task_index, rollout_index, task
 
 
-async def _prepare(config: CollectConfig, runner: RolloutRunner, stats: RunStats,
-                   progress_note) -> tuple[Path, InputScan, RunRecord, ResumeState]:
+def _prepare(config: CollectConfig, runner: RolloutRunner,
+             stats: RunStats) -> tuple[Path, InputScan, RunRecord, ResumeState]:
     """Validate the input, identify the run, and (resuming) check and scan what is done."""
     input_path = resolve_input(config, runner)
     scan = scan_input(input_path, config.limit)  # validates every row before any work
@@ -162,8 +162,8 @@ async def _prepare(config: CollectConfig, runner: RolloutRunner, stats: RunStats
         raise InvalidInputError(scan)
     if scan.invalid:
         first = scan.errors[0]
-        progress_note(f"gym: skipping {scan.invalid} invalid rows of {input_path} (--skip-invalid); "
-                      f"first: {first}")
+        print(f"gym: skipping {scan.invalid} invalid rows of {input_path} (--skip-invalid); first: {first}",
+              file=sys.stderr, flush=True)
     record = RunRecord(
         input=str(Path(input_path).resolve()), input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
         model=config.model, overrides=dict(config.agent_config.overrides),
@@ -184,14 +184,17 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
         raise GymError("--resume and --overwrite contradict each other: pick one")
     if not config.resume and not config.overwrite:
         refuse_to_overwrite(output)
-    stats = RunStats(repeats=config.num_repeats)
     runner = await make_runner(plugins, config)
     try:
-        input_path, scan, record, state = await _prepare(
-            config, runner, stats, lambda message: print(message, file=sys.stderr, flush=True))
-    except BaseException:
+        return await _collect(runner, config)
+    finally:
         await runner.aclose()
-        raise
+
+
+async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, Any]:
+    output = config.output
+    stats = RunStats(repeats=config.num_repeats)
+    input_path, scan, record, state = _prepare(config, runner, stats)
     total = scan.valid * config.num_repeats - state.count_done(scan.rows, config.num_repeats)
     tolerated = failure_limit(config.max_failures, total)
     # Everything is checked: from here on files are written.
@@ -267,7 +270,6 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
         writer.close()
         failures.close()
         progress.close(stats)
-        await runner.aclose()
     summary = stats.summary(
         time.perf_counter() - started,
         status=control.status,

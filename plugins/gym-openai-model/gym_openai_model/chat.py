@@ -88,7 +88,7 @@ def input_to_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
         item = _dict(item, f"input[{i}]")
         kind = item.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(item.get("role", "user"), "user")
+            role = _ROLES.get(_text(item.get("role", "user"), f"input[{i}].role"), "user")
             messages.append({"role": role, "content": _content_to_chat(item.get("content"), f"input[{i}].content")})
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function",
