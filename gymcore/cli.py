@@ -269,6 +269,37 @@ def verify_command(rollouts, output, agent, overwrite, parallel):
         raise SystemExit(1)
 
 
+@cli.group()
+def new():
+    """Start a new plugin from a template."""
+
+
+@new.command(name="resource")
+@click.argument("answers", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--no-input", is_flag=True, help="Do not prompt: use KEY=VALUE answers and the defaults.")
+@click.option("--output-dir", "-o", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Where to create gym-NAME/.")
+def new_resource(answers, no_input, output_dir):
+    """Create gym-NAME/, a new environment package that works and passes its tests at once.
+
+    KEY is one of name, description, author, author_email, tool_name; NAME must be a
+    Python identifier not taken by an installed plugin.
+
+    \b
+      gym new resource --no-input name=calculator tool_name=add
+      pip install -e 'gym-calculator[test]' && pytest gym-calculator
+      gym collect --agent calculator --model replay --output out.jsonl
+    """
+    from .scaffold import new_resource as generate, parse_answers
+
+    try:
+        path = generate(parse_answers(answers), output_dir=output_dir, no_input=no_input)
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(f"created {path}")
+    click.echo(f"next: pip install -e '{path}[test]' && pytest {path}", err=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli(prog_name="gym")
 

@@ -1,5 +1,6 @@
 """Small builders for Responses-API bodies, so every backend returns the same full shape
-(one that ``openai.types.responses.Response`` validates)."""
+(one that ``openai.types.responses.Response`` validates), and readers of an episode's
+``output`` items for ``verify`` implementations."""
 
 from __future__ import annotations
 
@@ -49,3 +50,20 @@ def response(
         "tool_choice": request.get("tool_choice", "auto"),
         "tools": request.get("tools") or [],
     }
+
+
+def message_text(item: dict[str, Any]) -> str:
+    """The text of a message item: its string ``content`` or its text parts, joined."""
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+
+
+def final_text(output: list[dict[str, Any]]) -> str:
+    """The text of the episode's last assistant message ('' if there is none): the final
+    answer that ``verify`` usually judges."""
+    for item in reversed(output):
+        if item.get("type", "message") == "message" and item.get("role") == "assistant":
+            return message_text(item)
+    return ""

@@ -39,9 +39,12 @@ def keys(lines: list[dict]) -> list[tuple[int, int]]:
 def test_scheduled_faults_retries_failures_and_resume(tmp_path, gym_env, fake_openai):
     tasks, out = write_tasks(tmp_path / "tasks.jsonl", CITIES[:6]), tmp_path / "out.jsonl"
     failures = tmp_path / "out.failures.jsonl"
-    fake_openai.faults = [{"status": 429, "retry_after": 0.05}, {"status": 503, "retry_after_ms": 50},
-                          {"reset": True}, {"malformed": True}, {"hang": 2.5}, {"status": 500, "retry_after": 0}]
-    result = run_gym(*collect_args(tasks, out, "--parallel", "2", "--timeout", "1", "--max-retries", "3"),
+    # The reset comes first, so it is some rollout's first failure: its jittered wait stays
+    # under 0.5 s; the other retryable faults name their (short) wait. So no rollout comes
+    # near --timeout but the one whose request hangs.
+    fake_openai.faults = [{"reset": True}, {"status": 429, "retry_after": 0.05}, {"status": 503, "retry_after_ms": 50},
+                          {"malformed": True}, {"hang": 3}, {"status": 500, "retry_after": 0}]
+    result = run_gym(*collect_args(tasks, out, "--parallel", "2", "--timeout", "1.5", "--max-retries", "3"),
                      env=gym_env)
     assert result.returncode == 1, result.stderr
     lines, failed = read_jsonl(out), read_jsonl(failures)
@@ -54,7 +57,7 @@ def test_scheduled_faults_retries_failures_and_resume(tmp_path, gym_env, fake_op
         assert f["id"] == f"t-{CITIES[f['task_index']]}" and f["invocation"] == 1
         assert f["responses_create_params"]["input"].startswith("weather in")
     timeout = next(f for f in failed if f["class"] == "timeout")
-    assert "--timeout 1s" in timeout["message"] and timeout["attempts"] == 1
+    assert "--timeout 1.5s" in timeout["message"] and timeout["attempts"] == 1
     # the malformed body may have answered a retry of an earlier fault; it was not retried itself
     protocol = next(f for f in failed if f["class"] == "model:protocol")
     assert 1 <= protocol["attempts"] <= 4 and "not JSON" in protocol["message"]

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from gymcore import hookimpl
+from gymcore.responses import final_text
 
 DATA = Path(__file__).parent / "data"
 CONDITIONS = ["sunny", "cloudy", "rainy", "foggy", "windy", "snowy", "stormy", "clear"]
@@ -80,17 +81,6 @@ def example_rollouts():
     return DATA / "example_rollouts.jsonl"
 
 
-def final_answer(output: list[dict[str, Any]]) -> str:
-    """The text of the last assistant message of the episode ('' if there is none)."""
-    for item in reversed(output):
-        if item.get("type", "message") == "message" and item.get("role") == "assistant":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
-    return ""
-
-
 def _weather_calls(output: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any] | None]]:
     """(city asked for, tool result or None) for every get_weather call, in order."""
     results = {}
@@ -124,7 +114,7 @@ def reports(answer: str, result: dict[str, Any] | None) -> bool:
 async def verify(session, response):
     output = response.get("output") or []
     calls = _weather_calls(output)
-    answer = final_answer(output)
+    answer = final_text(output)
     expected = (session.task.verifier_metadata or {}).get("expected_city")
     called = bool(calls)
     if not expected:
