@@ -249,8 +249,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
             if error is not None:
                 failed = sum(stats.failures.values())
                 if error.get("kind") == "auth":
-                    control.stop(f"the model endpoint refused the credentials: {error.get('message')}",
-                                 at_once=True)
+                    control.stop(f"the model endpoint refused the credentials (check the API key): "
+                                 f"{error.get('message')}", at_once=True)
                 elif tolerated is not None and failed > tolerated:
                     control.stop(f"{failed} rollouts failed, more than --max-failures "
                                  f"{config.max_failures:g} allows ({tolerated})")

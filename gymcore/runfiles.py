@@ -249,6 +249,9 @@ def resume(output: Path, record: RunRecord, on_line: Callable[[dict[str, Any]], 
     if differences:
         raise GymError(f"cannot resume {output}: it is another run: " + "; ".join(differences)
                        + ". Use another --output for a new run, or --overwrite to replace this one")
+    if record.num_repeats < previous.num_repeats:
+        raise GymError(f"cannot resume {output} with --num-repeats {record.num_repeats}: the run has "
+                       f"{previous.num_repeats} per task (a resumed run may raise it, not lower it)")
     state.invocation = previous.invocations + 1
     if output.exists():
         for line_no, line in read_complete_lines(output, repair=True):

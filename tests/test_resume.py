@@ -176,6 +176,10 @@ def test_resume_may_raise_limit_and_repeats(tmp_path, gym_env, fake_openai):
     assert record["limit"] == 3 and record["num_repeats"] == 2 and record["invocations"] == 2
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
     assert metrics["rollouts"] == 6 and metrics["resumed"] == 2 and metrics["pass@2"] == 1.0
+    result = run_gym(*collect_args(tasks, out, "--limit", "3", "--resume"), env=gym_env)
+    assert result.returncode == 1 and "with --num-repeats 1: the run has 2 per task" in result.stderr
     # a finished run resumed again does nothing and says so in its counts
     result = run_gym(*collect_args(tasks, out, "--limit", "3", "--num-repeats", "2", "--resume"), env=gym_env)
     assert result.returncode == 0 and len(fake_openai.requests) == 12
+    metrics = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert metrics["rollouts"] == metrics["resumed"] == 6 and metrics["invocation"] == 3
