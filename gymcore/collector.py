@@ -166,7 +166,7 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
               file=sys.stderr, flush=True)
     record = RunRecord(
         input=str(Path(input_path).resolve()), input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
-        model=config.model, overrides=dict(config.agent_config.overrides),
+        model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit)
     state = ResumeState()
     if config.resume:
