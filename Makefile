@@ -22,8 +22,13 @@ demo: $(STAMP)
 	$(BIN)/gym plugins list
 	$(BIN)/gym collect --agent weather --model replay --output $(DEMO_OUT) --num-repeats 2 --parallel 8
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Debian chromium for the viewer's browser tests; they skip, saying why, if it cannot be had.
+browser:
+	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "could not install chromium: the browser tests will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

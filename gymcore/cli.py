@@ -67,10 +67,14 @@ def cli():
 @click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS", help="After Ctrl-C or SIGTERM, how "
               "long rollouts in flight may take to finish before they are cancelled. Default: 30.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--server", "servers", multiple=True, metavar="URL",
+              help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
+              "all). --model is then optional (the runners' model; if given it must match).")
+@click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, grace, quiet):
+            max_retries, timeout, grace, quiet, servers, token):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -123,8 +127,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.UsageError("missing --agent (or +agent_name=...); see `gym plugins list`")
     if not given["output"]:
         raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
-    given["model"] = given["model"] or default_model()
-    if not given["model"]:
+    given["model"] = given["model"] or ("" if servers else default_model())
+    if not given["model"] and not servers:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); "
                                "for an offline run use --model replay")
     for key, low in (("limit", 1), ("num_repeats", 1), ("parallel", 0), ("max_steps", 1)):
@@ -156,6 +160,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         timeout=timeout,
         grace=DEFAULT_GRACE if grace is None else grace,
         handle_signals=True,
+        servers=list(servers),
+        token=token or None,
     )
     try:
         summary = asyncio.run(run_collect(load_plugins(), config))
@@ -298,6 +304,100 @@ def new_resource(answers, no_input, output_dir):
         raise _fail(exc)
     click.echo(f"created {path}")
     click.echo(f"next: pip install -e '{path}[test]' && pytest {path}", err=True)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("file", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on; 0.0.0.0 exposes the rollouts to your network.")
+@click.option("--port", default=7860, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on; 0 picks a free one.")
+@click.pass_context
+def view(ctx, file, host, port):
+    """Browse a rollout JSONL in your browser: overview, filters, tasks, compare.
+
+    \b
+      gym view results/weather.jsonl
+      gym view +jsonl_fpath=results/weather.jsonl     (the seed's spelling)
+
+    Opens at once on big files (indexing runs in the background) and shows new
+    rollouts on reload while `gym collect` is still writing. FILE's
+    .failures.jsonl sidecar, when present, gets its own tab.
+    """
+    from .config import parse_assignment
+
+    args = ([file] if file else []) + list(ctx.args)
+    paths = []
+    try:
+        for arg in args:
+            if arg.startswith("+"):
+                key, value = parse_assignment(arg[1:], "argument")
+                if key != "jsonl_fpath":
+                    raise GymError(f"unknown argument +{key} (known: +jsonl_fpath)")
+                paths.append(str(value))
+            else:
+                paths.append(arg)
+    except GymError as exc:
+        raise _fail(exc)
+    if len(paths) != 1:
+        raise click.UsageError("give exactly one FILE.jsonl (or +jsonl_fpath=FILE)")
+    path = Path(paths[0])
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no such file")
+    from .viewer.app import serve
+
+    try:
+        serve(path, host, port, echo=lambda text: click.echo(text))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@cli.command()
+@click.option("--agent", "-a", "agents", multiple=True, required=True,
+              help="Environment to host (repeatable; compose with a,b), e.g. weather.")
+@click.option("--model", "-m", help="BACKEND:MODEL the agents use, as for `gym collect`. Default: $GYM_MODEL, "
+              "else openai:<policy_model_name> from ./env.yaml.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback needs a token.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to bind; 0 picks a free one (the URL is printed).")
+@click.option("--token", envvar="GYM_TOKEN", help="Bearer token required on every route but /health "
+              "(prefer $GYM_TOKEN: options show in `ps`).")
+@click.option("--session-idle-timeout", default=600.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds before an unused session is ended.")
+@click.option("--max-body-size", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1024),
+              help="Largest request body in bytes.")
+@click.option("--shutdown-grace", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Default step bound of hosted rollouts. Default: 16.")
+def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps):
+    """Host environments, their model backend and the agent loop over HTTP.
+
+    Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
+    (see docs/serve.md). Drive it with `gym collect --server http://HOST:PORT`.
+
+    \b
+      gym serve --agent weather --model replay --port 8000
+    """
+    import asyncio
+    import logging
+
+    from .agent import DEFAULT_MAX_STEPS, AgentConfig
+    from .config import default_model
+    from .plugins import load_plugins
+    from .server import check_bind, create_app, serve_until_signalled
+
+    model = model or default_model()
+    if not model:
+        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); for offline use --model replay")
+    logging.basicConfig(level=logging.WARNING, format="gym serve: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        check_bind(host, token)
+        app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
+                         max_body_size=max_body_size, agent_config=AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS))
+        asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))
+    except GymError as exc:
+        raise _fail(exc)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -65,6 +65,8 @@ class CollectConfig:
     grace: float = DEFAULT_GRACE
     #: catch SIGINT/SIGTERM (the CLI does; a library caller keeps its own handlers)
     handle_signals: bool = False
+    servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
+    token: str | None = None  # bearer token of those servers
 
 
 class InvalidInputError(GymError):
@@ -122,6 +124,11 @@ class _Progress:
 
 async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
     """The one place that decides where rollouts run."""
+    if config.servers:
+        from .remote import ServedRunner
+
+        return await ServedRunner.create(config.servers, config.agent, config.agent_config, token=config.token,
+                                         model=config.model or None, need_dataset=config.input is None)
     return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config)
 
 

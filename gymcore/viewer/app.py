@@ -1,0 +1,295 @@
+"""``gym view``: a Flask app over one rollout JSONL and its sidecars.
+
+Only the named file, its ``.failures.jsonl`` and its ``.metrics.json`` are ever read: no
+route takes a path. Everything from the file is model output, so templates autoescape it
+and the Content-Security-Policy allows no script at all.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+from flask import Flask, Response, abort, render_template, request, url_for
+
+from .charts import histogram, int_bins, number, value_bins
+from .episode import align, episode, pretty_json, snippets
+from .index import FailureIndex, RolloutIndex, failure_record, line_fields
+from .query import (ERROR_CHOICES, ROLLOUT_SORTS, TASK_FLAGS, Page, RolloutQuery, Selector, TaskQuery,
+                    task_rows)
+from .summary import overview, overview_json
+
+#: How long a request waits for new lines to be indexed before it answers with what is there.
+DEFAULT_WAIT_S = 0.25
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+
+
+def sidecar(path: Path, suffix: str) -> Path:
+    """``run.jsonl`` -> ``run.failures.jsonl`` / ``run.metrics.json``."""
+    return path.with_name(path.stem + suffix)
+
+
+class Viewer:
+    """The app's state: the file's index, the failures sidecar's index, small caches."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).resolve()
+        self.index = RolloutIndex(self.path)
+        self.failures = FailureIndex(sidecar(self.path, ".failures.jsonl"))
+        self.metrics_path = sidecar(self.path, ".metrics.json")
+        self.selector = Selector(self.index)
+        self._cache: dict[str, tuple[tuple, Any]] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self, wait: float | None) -> None:
+        self.index.refresh(wait)
+        if self.failures.exists or self.failures.identity is not None:
+            self.failures.refresh(wait)
+
+    def cached(self, name: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, recomputed only when more lines have been parsed since."""
+        cols = self.index.cols
+        key = (self.index.generation, cols.parsed, cols.lines)
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = fn()
+        with self._lock:
+            self._cache[name] = (key, value)
+        return value
+
+    def collect_summary(self) -> dict[str, Any] | None:
+        """The run's ``*.metrics.json`` written by ``gym collect``, when it is there."""
+        try:
+            if self.metrics_path.stat().st_size > 1 << 20:
+                return None
+            data = orjson.loads(self.metrics_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """Numbers for people: 0.875, 1,234, 12.3k; None as an em dash."""
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        if abs(value) < 0.01:  # two significant digits, no exponent: 0.000055
+            return f"{float(f'{value:.2g}'):f}".rstrip("0").rstrip(".")
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _ident(value: Any) -> str:
+    """An index or id as it is (no thousands separator); None as an em dash."""
+    return "—" if value is None else str(value)
+
+
+def _reward_class(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return "rw-none"
+    return "rw-pass" if value >= 1.0 else "rw-fail" if value <= 0.0 else "rw-mid"
+
+
+def _short(text: Any, length: int = 160) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
+               trusted_hosts: list[str] | None = LOCAL_HOSTS) -> Flask:
+    """The viewer app for one file. ``wait``: how long a request waits for indexing
+    (``None``: until done, for tests). ``trusted_hosts``: Host headers accepted (the
+    default refuses DNS-rebinding requests); ``None`` accepts any."""
+    app = Flask(__name__)
+    app.config["TRUSTED_HOSTS"] = trusted_hosts
+    app.json.sort_keys = False
+    viewer = Viewer(path)
+    app.extensions["gym_view"] = viewer
+    app.jinja_env.filters.update(fmt=_fmt, ident=_ident, reward_class=_reward_class, short=_short)
+    index = viewer.index
+    viewer.refresh(wait)
+
+    @app.before_request
+    def _refresh() -> None:
+        if request.endpoint != "static":
+            viewer.refresh(wait)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {"viewer": viewer, "status": index.status(), "has_failures": viewer.failures.exists,
+                "page_url": lambda endpoint, args, **changes: url_for(endpoint, **{**args, **changes})}
+
+    @app.errorhandler(404)
+    def _not_found(error: Any) -> tuple[str, int]:
+        return render_template("error.html", message=getattr(error, "description", "not found")), 404
+
+    @app.get("/")
+    def overview_page() -> str:
+        cols = index.cols
+        view = viewer.cached("overview", lambda: overview(index, cols))
+        reward_bins = [(number(a) if a == b else f"{number(a)}–{number(b)}", n,
+                        url_for("rollouts", reward_min=repr(a), reward_max=repr(b)))
+                       for a, b, n in value_bins(view.rewards)]
+        turn_bins = [(str(a) if a == b else f"{a}–{b}", n, url_for("rollouts", turns_min=a, turns_max=b))
+                     for a, b, n in int_bins(view.turns)]
+        return render_template("overview.html", ov=view, reward_chart=histogram(reward_bins),
+                               turns_chart=histogram(turn_bins), summary=viewer.collect_summary(),
+                               failure_classes=dict(viewer.failures.classes) if viewer.failures.exists else {})
+
+    @app.get("/rollouts")
+    def rollouts() -> str:
+        query = RolloutQuery.from_args(request.args)
+        if not query.filtered and not query.q:
+            index.wait_for_entries(query.page * query.per_page + 1)
+        cols = index.cols
+        page = viewer.selector.page(query, cols)
+        rows = []
+        for entry, data in zip(page.entries, index.read(page.entries, cols)):
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                obj = None
+            fields = line_fields(obj)
+            task = cols.task[entry] if entry < cols.parsed and cols.task[entry] >= 0 else fields.task_index
+            prompt, answer = snippets(obj)
+            rows.append({"line": cols.lineno[entry], "fields": fields, "task": task,
+                         "label": fields.task_label, "prompt": prompt, "answer": answer, "bad": obj is None})
+        with index.lock:
+            tools = sorted(index.tool_counts)
+            failure_names = [name for name in index.failure_names if name]
+        return render_template("rollouts.html", query=query, page=page, rows=rows, tools=tools,
+                               failure_names=failure_names, error_choices=ERROR_CHOICES, sorts=ROLLOUT_SORTS,
+                               partial=query.filtered and cols.parsed < cols.lines)
+
+    def _entry(line: int) -> int:
+        index.wait_for_line(line)
+        entry = index.entry_for_line(line)
+        if entry is None:
+            abort(404, f"{index.path.name} has no rollout on line {line}")
+        return entry
+
+    @app.get("/rollouts/<int:line>")
+    def rollout(line: int) -> str:
+        cols = index.cols
+        entry = _entry(line)
+        raw = index.read([entry], cols)[0]
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return render_template("bad_line.html", line=line, error=str(exc), text=raw.decode("utf-8", "replace"))
+        ep = episode(obj)
+        task = cols.task[entry] if entry < cols.parsed else ep.fields.task_index
+        with index.lock:
+            rows = list(index.task_rows.get(task, ())) if task is not None else []
+        siblings = sorted((cols.repeat[e], cols.lineno[e], index.fields_at(e, cols)["reward"]) for e in rows)
+        return render_template("rollout.html", ep=ep, line=line, task=task, siblings=siblings,
+                               prev_line=cols.lineno[entry - 1] if entry > 0 else None,
+                               next_line=cols.lineno[entry + 1] if entry + 1 < cols.lines else None)
+
+    @app.get("/rollouts/<int:line>.json")
+    def rollout_json(line: int) -> Response:
+        raw = index.read([_entry(line)])[0]
+        return Response(raw, mimetype="application/json")
+
+    @app.get("/compare")
+    def compare() -> str:
+        picks = [int(v) for v in request.args.getlist("pick") if v.strip().isdigit()]
+        a = request.args.get("a", type=int) or (picks[0] if picks else None)
+        b = request.args.get("b", type=int) or (picks[1] if len(picks) > 1 else None)
+        if a is None or b is None:
+            return render_template("compare.html", a=a, b=b, sides=None)
+        cols = index.cols
+        sides = []
+        for line in (a, b):
+            obj = index.load(_entry(line), cols)
+            sides.append(episode(obj if obj is not None else {}))
+        rows, first = align(sides[0].steps, sides[1].steps)
+        input_same = [i.signature() for i in sides[0].input] == [i.signature() for i in sides[1].input]
+        names = list(dict.fromkeys([n for n, _ in sides[0].metrics] + [n for n, _ in sides[1].metrics]))
+        metrics_a, metrics_b = dict(sides[0].metrics), dict(sides[1].metrics)
+        metrics = [(n, metrics_a.get(n), metrics_b.get(n), metrics_a.get(n) != metrics_b.get(n)) for n in names]
+        return render_template("compare.html", a=a, b=b, sides=sides, rows=rows, first=first,
+                               input_same=input_same, metrics=metrics)
+
+    @app.get("/tasks")
+    def tasks() -> str:
+        query = TaskQuery.from_args(request.args)
+        cols = index.cols
+        all_rows = viewer.cached("tasks", lambda: task_rows(index, cols))
+        rows, page = query.apply(all_rows)
+        return render_template("tasks.html", query=query, rows=rows, page=page, flags=TASK_FLAGS,
+                               partial=cols.parsed < cols.lines)
+
+    @app.get("/failures")
+    def failures() -> str:
+        sidecar_index = viewer.failures
+        if not sidecar_index.exists:
+            abort(404, f"no failures sidecar ({sidecar_index.path.name}) next to {index.path.name}")
+        cols = sidecar_index.cols
+        klass = (request.args.get("class") or "").strip()
+        page_no = max(request.args.get("page", 1, type=int) or 1, 1)
+        entries = [e for e in range(cols.parsed) if not klass or cols.klass[e] == klass]
+        start = (page_no - 1) * 50
+        chosen = entries[start:start + 50]
+        records = []
+        for entry, data in zip(chosen, sidecar_index.read(chosen, cols)):
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                obj = data.decode("utf-8", "replace")
+            records.append({"line": cols.lineno[entry], **failure_record(obj), "raw": pretty_json(obj)})
+        page = Page(page_no, 50, chosen, len(entries), start + 50 < len(entries))
+        return render_template("failures.html", records=records, page=page, klass=klass,
+                               classes=sidecar_index.classes.most_common(), status_f=sidecar_index.status())
+
+    @app.get("/api/status")
+    def api_status() -> Response:
+        data = index.status()
+        data["failures"] = viewer.failures.status() if viewer.failures.exists else None
+        return app.json.response(data)
+
+    @app.get("/api/overview")
+    def api_overview() -> Response:
+        cols = index.cols
+        return app.json.response(overview_json(viewer.cached("overview", lambda: overview(index, cols))))
+
+    return app
+
+
+def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, *,
+          echo: Callable[[str], None] = print) -> None:
+    """Run the viewer in werkzeug's threaded server until interrupted."""
+    from werkzeug.serving import make_server
+
+    trusted = None if host in ("0.0.0.0", "::", "") else sorted({host, *LOCAL_HOSTS})
+    app = create_app(path, trusted_hosts=trusted)
+    server = make_server(host, port, app, threaded=True)
+    shown = f"[{host}]" if ":" in host else host
+    echo(f"gym view: serving {Path(path)} at http://{shown}:{server.port}/  (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

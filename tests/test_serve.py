@@ -1,0 +1,592 @@
+"""``gym serve`` and ``gym collect --server``: real runners (subprocesses, or in-process apps
+for test plugins) on ephemeral loopback ports, driven by the real CLI and by raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+from openai.types.responses import Response
+from openapi_spec_validator import validate
+
+from gymcore import hookimpl, responses
+from gymcore.collector import CollectConfig, collect
+from gymcore.openapi import openapi_document
+from gymcore.server import check_bind, create_app, is_loopback, serving
+
+from .conftest import GYM, ROOT, read_jsonl, run_gym
+
+EXAMPLE = ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl"
+RECORDED = EXAMPLE.with_name("example_rollouts.jsonl")
+
+
+# --- a `gym serve` subprocess -----------------------------------------------------------
+
+
+@contextmanager
+def gym_serve(*args: str, env: dict | None = None, timeout: float = 20):
+    """Start ``gym serve --port 0 ARGS``; yield ``(process, url)``; stop it with SIGTERM."""
+    proc = subprocess.Popen([GYM, "serve", "--port", "0", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc, read_url(proc, timeout)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def read_url(proc: subprocess.Popen, timeout: float) -> str:
+    """The URL from the runner's "serving on URL" line (it may pick its port)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith("serving on "):
+                return line.split()[-1]
+            if not line and proc.poll() is not None:
+                break
+    raise AssertionError(f"gym serve did not start: {proc.poll()=} {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+def serve_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def weather_server():
+    """One replay-backed weather runner shared by the tests that only read from it."""
+    with gym_serve("--agent", "weather", "--model", "replay", env=serve_env()) as (_proc, url):
+        yield url
+
+
+async def get_json(http: aiohttp.ClientSession, method: str, url: str, body=None, **kw) -> tuple[int, dict]:
+    async with http.request(method, url, json=body, **kw) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def comparable(line: dict) -> dict:
+    """A rollout without what legitimately differs between two runs (timing, response id)."""
+    line = dict(line)
+    line.pop("timing")
+    line["response"] = {k: v for k, v in line["response"].items() if k != "id"}
+    return line
+
+
+# --- test plugins (used in-process: a subprocess cannot see them) ------------------------
+
+
+class StampTool:
+    """A resource plugin that stamps each tool output and verdict with its runner's name,
+    counts sessions, and can sleep in its async tool."""
+
+    def __init__(self, runner: str, delay: float = 0.0):
+        self.runner, self.delay = runner, delay
+        self.setups = self.teardowns = self.in_tool = self.max_in_tool = 0
+
+    @property
+    def live(self) -> int:
+        return self.setups - self.teardowns
+
+    @hookimpl
+    def list_tools(self):
+        return [{"type": "function", "name": "where", "description": "Which runner am I on?",
+                 "parameters": {"type": "object", "properties": {"fail": {"type": "boolean"},
+                                                                 "sleep": {"type": "number"}}}}]
+
+    @hookimpl
+    async def setup_session(self, session):
+        self.setups += 1
+        session.state["calls"] = 0
+
+    @hookimpl
+    async def call_tool(self, name, arguments, session):
+        self.in_tool += 1
+        self.max_in_tool = max(self.max_in_tool, self.in_tool)
+        try:
+            await asyncio.sleep(arguments.get("sleep", self.delay))
+        finally:
+            self.in_tool -= 1
+        if arguments.get("fail"):
+            raise RuntimeError("asked to fail")
+        session.state["calls"] += 1
+        return {"runner": self.runner, "call": session.state["calls"]}
+
+    @hookimpl
+    async def verify(self, session, response):
+        outputs = [json.loads(i["output"]) for i in response["output"] if i.get("type") == "function_call_output"]
+        same = all(o.get("runner") == self.runner for o in outputs)
+        return {"reward": float(same), "verified_by": self.runner, "calls_seen": session.state["calls"]}
+
+    @hookimpl
+    async def teardown_session(self, session):
+        self.teardowns += 1
+
+
+class ScriptedModel:
+    """Calls the first tool ``calls`` times, one per turn, then answers. Deterministic."""
+
+    def __init__(self, calls: int):
+        self.calls, self.label = calls, f"scripted:{calls}"
+
+    async def create_response(self, request):
+        done = sum(1 for i in request["input"] if i.get("type") == "function_call_output")
+        if done < self.calls:
+            tool = request["tools"][0]["name"]
+            output = [{"type": "function_call", "id": f"fc_{done}", "call_id": f"call_{done}", "name": tool,
+                       "arguments": "{}", "status": "completed"}]
+        else:
+            output = [{"type": "message", "id": "msg", "role": "assistant", "status": "completed",
+                       "content": [{"type": "output_text", "text": "done", "annotations": []}]}]
+        return responses.response(id="resp", model=self.label, output=output, request=request, created_at=0)
+
+    async def aclose(self):
+        return None
+
+
+class ScriptedModels:
+    @hookimpl
+    def register_models(self, register):
+        register("scripted", lambda name, _ctx: ScriptedModel(int(name or 3)), "test model")
+
+
+def stamp_plugins(bare_plugins_factory, runner: str, delay: float = 0.0):
+    plugins = bare_plugins_factory()
+    tool = StampTool(runner, delay)
+    plugins.register(tool, "stamp")
+    plugins.register(ScriptedModels(), "scripted", kind="model")
+    return plugins, tool
+
+
+@pytest.fixture
+def fresh_plugins():
+    from gymcore.plugins import load_plugins
+
+    return lambda: load_plugins(entry_points=False)
+
+
+def write_tasks(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"responses_create_params": {"input": f"task {i}"}, "id": i}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+# --- served == embedded -------------------------------------------------------------------
+
+
+def test_served_collection_equals_embedded_with_replay(weather_server, tmp_path):
+    embedded, served = tmp_path / "embedded.jsonl", tmp_path / "served.jsonl"
+    r1 = run_gym("collect", "--agent", "weather", "--model", "replay", "-o", str(embedded), "-n", "2", "-q",
+                 env=serve_env())
+    r2 = run_gym("collect", "--server", weather_server, "--agent", "weather", "-o", str(served), "-n", "2", "-q",
+                 env=serve_env())
+    assert r1.returncode == 0, r1.stderr
+    assert r2.returncode == 0, r2.stderr
+    key = lambda l: (l["task_index"], l["rollout_index"])  # noqa: E731
+    a, b = sorted(read_jsonl(embedded), key=key), sorted(read_jsonl(served), key=key)
+    assert len(a) == len(b) == 2 * len(read_jsonl(EXAMPLE))
+    assert [comparable(x) for x in a] == [comparable(x) for x in b]
+    assert sorted({l["reward"] for l in b}) == [0.0, 0.5, 1.0]  # real verify, all three outcomes
+    ma = json.loads((tmp_path / "embedded.metrics.json").read_text())
+    mb = json.loads((tmp_path / "served.metrics.json").read_text())
+    for field in ("mean_reward", "pass@2", "rollouts", "tool_calls", "model", "agent", "note"):
+        assert ma[field] == mb[field], field
+
+
+# --- raw HTTP against a subprocess ---------------------------------------------------------
+
+
+async def test_session_routes_over_raw_http(weather_server):
+    base = weather_server + "/agents/weather"
+    async with aiohttp.ClientSession() as http:
+        assert await get_json(http, "GET", weather_server + "/health") == (200, {"status": "ok"})
+        status, index = await get_json(http, "GET", weather_server + "/")
+        assert status == 200 and index["model_spec"] == "replay" and index["auth"] is False
+        assert index["agents"][0]["name"] == "weather" and index["agents"][0]["tools"] == ["get_weather"]
+        assert {"weather", "replay"} <= {p["name"] for p in index["plugins"]}
+        status, tools = await get_json(http, "GET", base + "/tools")
+        assert status == 200 and [t["name"] for t in tools["tools"]] == ["get_weather"]
+
+        row = {"responses_create_params": {"input": "weather in Paris?"}, "verifier_metadata": {"expected_city": "Paris"}}
+        status, opened = await get_json(http, "POST", base + "/sessions", row)
+        assert status == 201
+        session = f"{base}/sessions/{opened['session_id']}"
+        status, result = await get_json(http, "POST", session + "/tools/get_weather", {"arguments": {"city": "Paris"}})
+        assert status == 200 and result["ok"] is True
+        weather = json.loads(result["output"])
+        assert weather["city"] == "Paris"
+        # a plugin's exception is a tool error for the model, not a 500
+        status, result = await get_json(http, "POST", session + "/tools/get_weather", {"arguments": {}})
+        assert status == 200 and result["ok"] is False and "ValueError" in json.loads(result["output"])["error"]
+        status, result = await get_json(http, "POST", session + "/tools/nope", {"arguments": "{}"})
+        assert status == 200 and result["ok"] is False and "unknown tool 'nope'" in result["output"]
+        episode = {"output": [
+            {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+            {"type": "function_call_output", "call_id": "c1", "output": json.dumps(weather)},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text":
+             f"{weather['temperature_c']}°C and {weather['conditions']} in Paris"}]}]}
+        status, verdict = await get_json(http, "POST", session + "/verify", {"response": episode})
+        assert status == 200 and verdict["reward"] == 1.0 and verdict["metrics"]["city_correct"] == 1
+        assert await get_json(http, "DELETE", session) == (200, {"ended": True})
+        status, error = await get_json(http, "POST", session + "/tools/get_weather", {"arguments": {"city": "Oslo"}})
+        assert status == 404 and error["error"]["type"] == "unknown_session"
+        assert "ended" in error["error"]["message"]
+        status, error = await get_json(http, "DELETE", session)
+        assert status == 404 and error["error"]["type"] == "unknown_session"
+
+        status, line = await get_json(http, "POST", base + "/rollouts",
+                                      {"task": read_jsonl(EXAMPLE)[1], "task_index": 7, "rollout_index": 2})
+        assert status == 200 and line["task_index"] == 7 and line["rollout_index"] == 2
+        assert line["reward"] == 1.0 and line["id"] == "weather-001" and line["model"].startswith("replay:")
+        Response.model_validate(line["response"])
+
+        async with http.get(base + "/dataset") as resp:
+            assert resp.status == 200
+            assert [json.loads(x) for x in (await resp.text()).splitlines()] == read_jsonl(EXAMPLE)
+        _, index = await get_json(http, "GET", weather_server + "/")
+        assert index["sessions"]["open"] == 0
+
+
+@pytest.mark.parametrize("method, path, body, status, kind, field", [
+    ("POST", "/agents/weather/sessions", {"input": "hi"}, 400, "invalid_request", "responses_create_params"),
+    ("POST", "/agents/weather/sessions", {"responses_create_params": {"input": 3}}, 400, "invalid_request",
+     "responses_create_params.input"),
+    ("POST", "/agents/weather/sessions", b"{not json", 400, "invalid_request", None),
+    ("POST", "/agents/weather/sessions", [1], 400, "invalid_request", None),
+    ("POST", "/agents/weather/rollouts", {}, 400, "invalid_request", "task"),
+    ("POST", "/agents/weather/rollouts", {"task": {"responses_create_params": {}}}, 400, "invalid_request",
+     "task.responses_create_params.input"),
+    ("POST", "/agents/weather/rollouts", {"task": {"responses_create_params": {"input": "x"}}, "max_steps": 0},
+     400, "invalid_request", "max_steps"),
+    ("POST", "/agents/weather/rollouts", {"task": {"responses_create_params": {"input": "x"}}, "overrides": []},
+     400, "invalid_request", "overrides"),
+    ("POST", "/agents/weather/sessions/nope/tools/get_weather", {"arguments": 5}, 400, "invalid_request", "arguments"),
+    ("POST", "/agents/weather/sessions/nope/verify", {"response": {"output": {}}}, 400, "invalid_request",
+     "response.output"),
+    ("POST", "/agents/weather/sessions/nope/verify", {"response": {"output": []}}, 404, "unknown_session", None),
+    ("GET", "/agents/nope/tools", None, 404, "unknown_agent", None),
+    ("POST", "/agents/nope/sessions", {"responses_create_params": {"input": "x"}}, 404, "unknown_agent", None),
+    ("POST", "/v1/responses", {"input": 3}, 400, "invalid_request", "input"),
+    ("POST", "/v1/responses", {"input": "x", "stream": True}, 400, "invalid_request", "stream"),
+    ("POST", "/v1/responses", {"input": "nothing recorded starts like this"}, 502, "model_error", None),
+    ("GET", "/no/such/route", None, 404, "not_found", None),
+    ("PUT", "/health", None, 405, "method_not_allowed", None),
+])
+async def test_errors_are_json_with_a_stable_type(weather_server, method, path, body, status, kind, field):
+    data = body if isinstance(body, bytes) else None if body is None else json.dumps(body)
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, weather_server + path, data=data) as resp:
+            got = await resp.json(content_type=None)
+            assert resp.status == status, got
+            assert resp.content_type == "application/json"
+    assert got["error"]["type"] == kind and got["error"]["message"]
+    assert got["error"].get("field") == field
+    if field:
+        assert repr(field) in got["error"]["message"]  # the message names the field too
+
+
+async def test_model_endpoint_serves_an_openai_client(weather_server):
+    recorded = read_jsonl(RECORDED)[0]
+    for base_url in (weather_server + "/v1", weather_server + "/agents/weather/v1"):
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        async with client:
+            response = await client.responses.create(model="whatever", input=recorded["responses_create_params"]["input"])
+        assert isinstance(response, Response)
+        call, expected = response.output[0], recorded["response"]["output"][0]
+        assert (call.type, call.name, call.arguments) == ("function_call", expected["name"], expected["arguments"])
+
+
+# --- the OpenAPI document -----------------------------------------------------------------
+
+
+async def test_openapi_document_is_valid_and_lists_every_route(weather_server, bare_plugins):
+    async with aiohttp.ClientSession() as http:
+        status, served = await get_json(http, "GET", weather_server + "/openapi.json")
+    assert status == 200
+    validate(served)  # OpenAPI 3.1, by openapi-spec-validator
+    validate(openapi_document(auth=True))
+    app = create_app(bare_plugins, ["unused"], "replay")  # routes exist before start-up
+    routes = {(r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
+    documented = {(m, p) for p, ops in served["paths"].items() for m in ops}
+    assert routes == documented
+    for path, ops in served["paths"].items():
+        for method, op in ops.items():
+            assert op["summary"] and ({"200", "201"} & set(op["responses"])), (method, path)
+            if method == "post":
+                assert op["requestBody"]["content"]["application/json"]["schema"], (method, path)
+
+
+# --- gym collect --server ----------------------------------------------------------------
+
+
+def test_two_runners_share_one_collection(tmp_path):
+    with gym_serve("--agent", "weather", "--model", "replay", env=serve_env()) as (_p1, url1), \
+            gym_serve("--agent", "weather", "--model", "replay", env=serve_env()) as (_p2, url2):
+        out = tmp_path / "out.jsonl"
+        result = run_gym("collect", "--server", url1, "--server", url2, "--agent", "weather", "-o", str(out),
+                         "-n", "3", "-p", "8", "-q", env=serve_env())
+        assert result.returncode == 0, result.stderr
+        lines = read_jsonl(out)
+        n_tasks = len(read_jsonl(EXAMPLE))
+        assert sorted((l["task_index"], l["rollout_index"]) for l in lines) == \
+            [(t, r) for t in range(n_tasks) for r in range(3)]
+        assert all(l["error"] is None and l["reward"] is not None for l in lines)
+        counts = []
+        for url in (url1, url2):
+            with urllib.request.urlopen(url + "/") as resp:
+                index = json.loads(resp.read())
+            counts.append(index["stats"]["rollouts"])
+            assert index["sessions"]["open"] == 0 and index["stats"]["rollouts_in_flight"] == 0
+        assert sum(counts) == len(lines) and min(counts) > 0, counts
+
+
+async def test_each_rollout_stays_on_one_runner(fresh_plugins, tmp_path):
+    """Every tool call and the verify of a rollout ran on one runner: the test plugin stamps
+    each tool output and the verdict with its runner's name, and counts calls per session."""
+    plugins_a, tool_a = stamp_plugins(fresh_plugins, "A", delay=0.002)
+    plugins_b, tool_b = stamp_plugins(fresh_plugins, "B", delay=0.002)
+    async with serving(create_app(plugins_a, ["stamp"], "scripted:3")) as url_a, \
+            serving(create_app(plugins_b, ["stamp"], "scripted:3")) as url_b:
+        config = CollectConfig(agent="stamp", model="scripted:3", output=tmp_path / "out.jsonl",
+                               input=write_tasks(tmp_path / "tasks.jsonl", 20), num_repeats=2, parallel=8,
+                               progress=False, servers=[url_a, url_b])
+        summary = await collect(fresh_plugins(), config)
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    assert summary["rollouts"] == len(lines) == 40
+    by_runner = {"A": 0, "B": 0}
+    for line in lines:
+        stamps = {json.loads(i["output"])["runner"] for i in line["response"]["output"]
+                  if i["type"] == "function_call_output"}
+        assert stamps == {line["verified_by"]}, line  # tools and verify on one runner
+        assert line["calls_seen"] == 3 and line["tool_calls"] == 3 and line["reward"] == 1.0  # one session
+        by_runner[line["verified_by"]] += 1
+    assert min(by_runner.values()) > 0 and sum(by_runner.values()) == 40, by_runner
+    assert tool_a.setups == by_runner["A"] and tool_b.setups == by_runner["B"]
+    assert tool_a.live == tool_b.live == 0
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--server", "http://127.0.0.1:9"], "cannot reach gym server http://127.0.0.1:9"),
+    (["--agent", "nope"], "does not host agent 'nope' (it hosts: weather)"),
+    (["--model", "openai:m"], "serves model 'replay', not --model 'openai:m'"),
+])
+def test_collect_server_errors_are_one_line(weather_server, tmp_path, args, expected):
+    argv = ["--server", weather_server, "--agent", "weather"]
+    for flag in ("--server", "--agent"):
+        if flag in args:
+            i = argv.index(flag)
+            del argv[i:i + 2]
+    out = tmp_path / "out.jsonl"
+    result = run_gym("collect", *argv, *args, "-o", str(out), "-q", env=serve_env())
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("Error")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert not out.exists()
+
+
+# --- load: 1,000 concurrent sessions ---------------------------------------------------------
+
+
+async def test_a_thousand_concurrent_sessions(fresh_plugins):
+    plugins, tool = stamp_plugins(fresh_plugins, "A", delay=0.02)
+    n = 1000
+    statuses: list[int] = []
+    async with serving(create_app(plugins, ["stamp"], "scripted")) as url:
+        base = url + "/agents/stamp"
+        all_open = asyncio.Event()
+        opened = 0
+
+        async def one(http: aiohttp.ClientSession, i: int) -> None:
+            nonlocal opened
+            status, body = await get_json(http, "POST", base + "/sessions", {"responses_create_params": {"input": f"t{i}"}})
+            statuses.append(status)
+            session = f"{base}/sessions/{body['session_id']}"
+            opened += 1
+            if opened == n:
+                all_open.set()
+            await asyncio.wait_for(all_open.wait(), 60)  # every session is open at once
+            status, result = await get_json(http, "POST", session + "/tools/where", {"arguments": {}})
+            statuses.append(status)
+            assert result == {"output": '{"runner":"A","call":1}', "ok": True}
+            status, verdict = await get_json(http, "POST", session + "/verify", {"response": {"output": []}})
+            statuses.append(status)
+            assert verdict["metrics"]["calls_seen"] == 1
+            status, _ = await get_json(http, "DELETE", session)
+            statuses.append(status)
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=250)) as http:
+            tasks = [asyncio.create_task(one(http, i)) for i in range(n)]
+            await asyncio.wait_for(all_open.wait(), 60)
+            _, index = await get_json(http, "GET", url + "/")
+            assert index["sessions"]["open"] == n and tool.live == n
+            await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            _, index = await get_json(http, "GET", url + "/")
+    assert statuses.count(201) == n and statuses.count(200) == 3 * n and len(statuses) == 4 * n
+    assert index["sessions"]["open"] == 0 and index["stats"]["sessions_ended"] == n
+    assert tool.setups == tool.teardowns == n and tool.max_in_tool > 50  # the tool calls overlapped
+
+
+# --- sessions: idle reaping, busy sessions kept, body limit ----------------------------------
+
+
+async def test_idle_sessions_are_reaped_but_busy_ones_are_not(fresh_plugins):
+    plugins, tool = stamp_plugins(fresh_plugins, "A")
+    app = create_app(plugins, ["stamp"], "scripted", session_idle_timeout=0.3, reap_interval=0.05)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        base = url + "/agents/stamp/sessions"
+        _, idle = await get_json(http, "POST", base, {"responses_create_params": {"input": "x"}})
+        _, busy = await get_json(http, "POST", base, {"responses_create_params": {"input": "y"}})
+        # a call longer than the idle timeout keeps its session alive
+        status, result = await get_json(http, "POST", f"{base}/{busy['session_id']}/tools/where",
+                                        {"arguments": {"sleep": 0.6}})
+        assert status == 200 and result["ok"], result
+        status, error = await get_json(http, "POST", f"{base}/{idle['session_id']}/tools/where", {"arguments": {}})
+        assert status == 404 and error["error"]["type"] == "unknown_session" and "expired" in error["error"]["message"]
+        assert tool.teardowns == 1  # the reaper ran teardown_session
+        for _ in range(100):  # bounded: the busy one goes too once idle
+            _, index = await get_json(http, "GET", url + "/")
+            if index["sessions"]["open"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert index["sessions"]["open"] == 0 and index["stats"]["sessions_reaped"] == 2 and tool.live == 0
+
+
+async def test_body_size_is_limited(fresh_plugins):
+    plugins, _tool = stamp_plugins(fresh_plugins, "A")
+    async with serving(create_app(plugins, ["stamp"], "scripted", max_body_size=2048)) as url, \
+            aiohttp.ClientSession() as http:
+        status, error = await get_json(http, "POST", url + "/agents/stamp/sessions",
+                                       {"responses_create_params": {"input": "x" * 4096}})
+        assert status == 413 and error["error"]["type"] == "body_too_large"
+        status, _ = await get_json(http, "POST", url + "/agents/stamp/sessions",
+                                   {"responses_create_params": {"input": "x" * 1000}})
+        assert status == 201
+
+
+# --- security -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("gpu-box.example", False),
+])
+def test_only_loopback_binds_go_without_a_token(host, loopback):
+    assert is_loopback(host) is loopback
+    check_bind(host, "a-token")  # with a token any address is fine
+    if loopback:
+        check_bind(host, None)
+    else:
+        with pytest.raises(Exception, match="refusing to bind .* without a token"):
+            check_bind(host, None)
+
+
+def test_non_loopback_bind_without_token_refuses_to_start():
+    result = subprocess.run([GYM, "serve", "--agent", "weather", "--model", "replay", "--host", "0.0.0.0"],
+                            env=serve_env(), capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "serving on" not in result.stdout and "Traceback" not in result.stderr
+    assert "Error: refusing to bind '0.0.0.0' without a token" in result.stderr
+
+
+async def test_token_is_required_on_every_route_but_health(tmp_path):
+    token = "s3cret-token"
+    with gym_serve("--agent", "weather", "--model", "replay", "--host", "127.0.0.2",
+                   env=serve_env(GYM_TOKEN=token)) as (_proc, url):
+        assert url.startswith("http://127.0.0.2:")
+        routes = [("GET", "/"), ("GET", "/openapi.json"), ("GET", "/agents/weather/tools"),
+                  ("POST", "/agents/weather/sessions"), ("POST", "/agents/weather/rollouts"),
+                  ("POST", "/v1/responses"), ("DELETE", "/agents/weather/sessions/x")]
+        async with aiohttp.ClientSession() as http:
+            assert (await get_json(http, "GET", url + "/health"))[0] == 200
+            for method, path in routes:
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+                    status, error = await get_json(http, method, url + path, headers=headers)
+                    assert status == 401 and error["error"]["type"] == "unauthorized", (method, path, headers)
+            status, index = await get_json(http, "GET", url + "/", headers={"Authorization": f"Bearer {token}"})
+            assert status == 200 and index["auth"] is True
+            status, doc = await get_json(http, "GET", url + "/openapi.json", headers={"Authorization": f"Bearer {token}"})
+            assert doc["security"] == [{"bearer": []}] and doc["paths"]["/health"]["get"]["security"] == []
+        out = tmp_path / "out.jsonl"
+        refused = run_gym("collect", "--server", url, "--agent", "weather", "-o", str(out), "-q", env=serve_env())
+        assert refused.returncode != 0 and "401 unauthorized" in refused.stderr and not out.exists()
+        ok = run_gym("collect", "--server", url, "--agent", "weather", "-o", str(out), "--limit", "3", "-q",
+                     env=serve_env(GYM_TOKEN=token))
+        assert ok.returncode == 0, ok.stderr
+        assert len(read_jsonl(out)) == 3
+        assert token not in out.read_text() + ok.stdout + ok.stderr
+
+
+# --- graceful stop --------------------------------------------------------------------------
+
+
+async def test_sigterm_finishes_in_flight_requests_ends_sessions_and_exits_0(fake_openai, gym_env):
+    fake_openai.latency = 0.5  # each model call takes 0.5 s: the rollout is in flight when we signal
+    with gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (proc, url):
+        async with aiohttp.ClientSession() as http:
+            _, left_open = await get_json(http, "POST", url + "/agents/weather/sessions",
+                                          {"responses_create_params": {"input": "x"}})
+            rollout = asyncio.create_task(get_json(http, "POST", url + "/agents/weather/rollouts",
+                                                   {"task": read_jsonl(EXAMPLE)[1]}))
+            for _ in range(200):  # bounded wait until the runner is inside the model call
+                if fake_openai.count:
+                    break
+                await asyncio.sleep(0.01)
+            assert fake_openai.count == 1
+            proc.send_signal(signal.SIGTERM)
+            status, line = await asyncio.wait_for(rollout, 20)
+        assert status == 200 and line["reward"] == 1.0 and line["turns"] == 2  # finished after the signal
+        assert fake_openai.count == 2
+        assert proc.wait(20) == 0
+        stderr = proc.stderr.read()
+        assert "ended 1 open session(s) on shutdown" in stderr and "Traceback" not in stderr
+        assert left_open["session_id"] not in stderr
+
+
+async def test_a_runner_lost_mid_collection_sends_the_rest_to_the_other(fake_openai, gym_env, tmp_path, fresh_plugins):
+    """SIGKILL one of two runners mid-collection: its in-flight rollouts end with a ``server``
+    error, later ones go to the survivor, and every rollout has its line."""
+    fake_openai.latency = 0.03
+    with gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (_p1, url1), \
+            gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (proc2, url2):
+        config = CollectConfig(agent="weather", model="", output=tmp_path / "out.jsonl", num_repeats=2, parallel=4,
+                               progress=False, servers=[url1, url2])
+
+        async def kill_runner_2() -> None:
+            for _ in range(500):  # bounded: until some rollouts are done on both runners
+                if fake_openai.count >= 20:
+                    break
+                await asyncio.sleep(0.01)
+            proc2.kill()
+
+        killer = asyncio.create_task(kill_runner_2())
+        summary = await collect(fresh_plugins(), config)
+        await killer
+        with urllib.request.urlopen(url1 + "/") as resp:
+            survivor = json.loads(resp.read())["stats"]["rollouts"]
+    ok = read_jsonl(tmp_path / "out.jsonl")
+    failures = tmp_path / "out.failures.jsonl"
+    failed = read_jsonl(failures) if failures.exists() else []  # failed rollouts: not in the output
+    n_tasks = len(read_jsonl(EXAMPLE))
+    assert sorted((l["task_index"], l["rollout_index"]) for l in ok + failed) == \
+        [(t, r) for t in range(n_tasks) for r in range(2)]
+    assert all(l["class"] == "server:runner" and url2 in l["message"] for l in failed)
+    assert len(failed) <= 4  # at most what was in flight on the lost runner
+    assert all(l["error"] is None and l["reward"] == 1.0 for l in ok) and survivor > len(ok) / 2
+    assert summary["rollouts"] == len(ok) + len(failed) and summary["failed"] == len(failed)

@@ -1,0 +1,165 @@
+"""``gym view`` in a real headless browser: Debian's chromium driven by Playwright (the
+system binary; no browser download). The app runs in werkzeug's threaded server on an
+ephemeral port. A full-page screenshot of each page visited is saved under
+test-artifacts/viewer/ (one PNG per test, named after it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from gymcore.viewer.app import create_app
+
+from .conftest import ROOT
+from .viewer_data import XSS, write_rollouts
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "viewer"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+if not CHROMIUM.exists():
+    pytest.skip(f"browser tests skipped: Debian chromium not found at {CHROMIUM} "
+                "(`make test` installs it with apt-get when run as root)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests skipped: playwright is not installed "
+                               "(pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    path = write_rollouts(tmp_path_factory.mktemp("view") / "run.jsonl")
+    server = make_server("127.0.0.1", 0, create_app(path, wait=None), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}", path
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, served, request):
+    """A fresh tab that records dialogs and every request; after the test, a full-page
+    screenshot, and a check that nothing left 127.0.0.1 (pages work offline)."""
+    base, _ = served
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    tab = context.new_page()
+    tab.dialogs, tab.requests = [], []
+    tab.on("dialog", lambda dialog: (tab.dialogs.append(dialog.message), dialog.dismiss()))
+    tab.on("request", lambda req: tab.requests.append(req.url))
+    tab.base = base
+    yield tab
+    tab.evaluate("window.scrollTo(0, 0)")
+    tab.screenshot(path=str(ARTIFACTS / f"{request.node.name.removeprefix('test_')}.png"), full_page=True)
+    context.close()
+    foreign = [url for url in tab.requests if not url.startswith(base) and not url.startswith("data:")]
+    assert not foreign, f"pages must work offline; requested {foreign}"
+
+
+def test_overview(page):
+    page.goto(page.base + "/")
+    tiles = page.locator(".tile")
+    assert tiles.filter(has_text="rollouts").first.inner_text().split()[0] == "12"
+    assert "pass@2" in page.locator(".tiles").inner_text()
+    assert page.locator("figure.chart svg rect.bar").count() == 3 + 4  # rewards 0/0.5/1; turns 0..3
+    page.get_by_role("link", name="mixed results").click()
+    page.wait_for_url("**/tasks?flag=mixed")
+    assert page.locator("table.tasks tbody tr td:first-child").all_inner_texts() == ["1", "3"]
+    page.goto(page.base + "/")  # the screenshot shows the overview
+
+
+def test_filter_and_sort(page):
+    page.goto(page.base + "/rollouts")
+    assert page.locator("table.rollouts tbody tr").count() == 12
+    page.fill("input[name=reward_max]", "0")
+    page.select_option("select[name=tool]", "get_weather")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/rollouts?*")
+    assert "reward_max=0" in page.url and "tool=get_weather" in page.url
+    rows = page.locator("table.rollouts tbody tr")
+    assert rows.count() == 1 and "Parris is rainy." in rows.first.inner_text()
+    page.goto(page.base + "/rollouts?task=3")
+    page.get_by_role("link", name="reward").click()  # sort by reward, best first
+    page.wait_for_url("**sort=-reward**")
+    assert page.locator("table.rollouts tbody tr td:nth-child(2)").all_inner_texts() == ["12", "11", "10"]
+    page.fill("input[name=q]", "garúa")
+    page.press("input[name=q]", "Enter")
+    page.wait_for_url("**q=gar**")
+    assert page.locator("table.rollouts tbody tr td:nth-child(2)").all_inner_texts() == ["11"]
+    page.goto(page.base + "/rollouts")
+
+
+def test_one_rollout(page):
+    page.goto(page.base + "/rollouts?task=3")
+    page.get_by_role("link", name="11", exact=True).click()
+    page.wait_for_url("**/rollouts/11")
+    assert page.locator("section.step").count() == 3
+    first_call = page.locator(".item.call").first
+    assert '"query": "Lima climate"' in first_call.locator("pre").first.inner_text()
+    assert page.locator(".msg.final").inner_text().endswith("Probably foggy.")
+    raw = page.locator("details.raw pre")
+    assert not raw.is_visible()
+    page.click("details.raw summary")
+    assert raw.is_visible() and json.loads(raw.inner_text())["rollout_index"] == 1
+
+
+def test_compare(page):
+    page.goto(page.base + "/rollouts?task=1")
+    page.check("input[name=pick][value='4']")
+    page.check("input[name=pick][value='5']")
+    page.get_by_role("button", name="Compare checked").click()
+    page.wait_for_url("**/compare?pick=4&pick=5")
+    assert "First difference: step 1" in page.locator(".first-diff-note").inner_text()
+    first = page.locator("#first-diff")
+    assert first.is_visible() and first.locator(".item.hl").count() == 2
+    assert '"city": "Parris"' in first.inner_text()
+
+
+def test_tasks(page):
+    page.goto(page.base + "/tasks")
+    flags = page.locator("table.tasks tbody tr td:nth-child(8)").all_inner_texts()
+    assert flags == ["zero variance all pass", "mixed", "zero variance all fail", "mixed errors"]
+    page.get_by_role("link", name="best ⇄ worst").first.click()
+    page.wait_for_url("**/compare?a=4&b=5")
+    page.goto(page.base + "/tasks")
+
+
+@pytest.mark.parametrize("where", ["rollout", "list", "compare"])
+def test_script_in_model_output_is_shown_not_run(page, where):
+    url = {"rollout": "/rollouts/7", "list": "/rollouts?q=alert", "compare": "/compare?a=7&b=8"}[where]
+    page.goto(page.base + url)
+    page.wait_for_load_state("load")
+    assert page.dialogs == []
+    assert page.evaluate("document.querySelectorAll('script').length") == 0
+    shown = page.get_by_text(XSS, exact=False).first
+    assert shown.is_visible()
+
+
+def test_failures_tab(page, served):
+    _, path = served
+    sidecar = path.with_name(path.stem + ".failures.jsonl")
+    sidecar.write_text(json.dumps({"task_index": 3, "rollout_index": 0, "class": "model:timeout",
+                                   "message": "timed out after 3 attempts", "attempts": 3}) + "\n")
+    try:
+        page.goto(page.base + "/")
+        page.get_by_role("link", name="Failures", exact=True).click()
+        page.wait_for_url("**/failures")
+        row = page.locator("table.failures tbody tr").first
+        assert "model:timeout" in row.inner_text() and "timed out after 3 attempts" in row.inner_text()
+        page.click("table.failures details summary")
+        assert '"attempts": 3' in row.locator("pre").inner_text()
+    finally:
+        shutil.move(str(sidecar), str(sidecar) + ".done")
