@@ -14,6 +14,7 @@ from .backends import ModelBackend
 from .data import Rollout, Task, Timing
 from .environment import Environment
 from .errors import ModelError
+from .retry import RetryPolicy, call_with_retries
 
 #: A model that keeps calling tools is stopped after this many model calls by default.
 DEFAULT_MAX_STEPS = 16
@@ -21,10 +22,12 @@ DEFAULT_MAX_STEPS = 16
 
 @attrs.define
 class AgentConfig:
-    """How the loop runs: step bound and the ``responses_create_params`` overrides."""
+    """How the loop runs: step bound, ``responses_create_params`` overrides, and how failed
+    model calls are retried."""
 
     max_steps: int = DEFAULT_MAX_STEPS
     overrides: dict[str, Any] = attrs.field(factory=dict)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
@@ -60,6 +63,13 @@ def build_request(task: Task, env: Environment, config: AgentConfig) -> dict[str
     return request
 
 
+def plugin_error(hook: str, exc: BaseException) -> dict[str, Any]:
+    """The ``error`` of a rollout ended by a plugin exception in ``hook``."""
+    kind = type(exc).__name__
+    return {"type": "plugin", "kind": kind, "status": None, "hook": hook,
+            "message": f"{hook} raised {kind}: {exc}"}
+
+
 async def run_rollout(
     env: Environment,
     model: ModelBackend,
@@ -69,8 +79,10 @@ async def run_rollout(
     rollout_index: int,
     config: AgentConfig,
 ) -> Rollout:
-    """Run one whole rollout. Model failures end it with ``error`` set and no reward; tool
-    failures do not: the model sees them as tool output."""
+    """Run one whole rollout. A model call that still fails after the retries of
+    ``config.retry``, or a plugin exception in ``setup_session``/``verify``, ends it with
+    ``error`` set and no reward (the collector files it as a failure, never as a reward);
+    tool failures do not: the model sees them as tool output."""
     clock = time.perf_counter
     started = clock()
     timing = Timing()
@@ -81,14 +93,17 @@ async def run_rollout(
     items: list[dict[str, Any]] = []
     usage: dict[str, Any] = {}
     last: dict[str, Any] = {}
-    session = await env.open_session(task)
+    session = None
+    stage = "setup_session"  # which hook was running, for the error message
     try:
+        session = await env.open_session(task)
         stop = "max_steps"
         for _ in range(config.max_steps):
             request["input"] = base_input + items
+            stage = "create_response"
             t0 = clock()
             try:
-                last = await model.create_response(request)
+                last = await call_with_retries(model.create_response, request, config.retry)
             finally:
                 timing.model_s += clock() - t0
             rollout.turns += 1
@@ -102,6 +117,7 @@ async def run_rollout(
             if not calls:
                 stop = "completed"
                 break
+            stage = "call_tool"
             t0 = clock()
             for call in calls:
                 text, ok = await env.call_tool(session, call.get("name", ""), call.get("arguments", "{}"))
@@ -114,21 +130,31 @@ async def run_rollout(
         response["output"] = episode_output(items)
         response["usage"] = usage
         rollout.response = response
+        stage = "verify"
         t0 = clock()
         verdict = await env.verify(session, response)
         timing.verify_s = clock() - t0
         rollout.reward = verdict.reward
         rollout.metrics = verdict.metrics
+        stage = "teardown_session"
+        session, opened = None, session
+        await env.close_session(opened)
     except ModelError as exc:
-        rollout.error = {"type": "model", "kind": exc.kind, "status": exc.status, "message": str(exc)}
+        rollout.error = {"type": "model", "kind": exc.kind, "status": exc.status, "message": str(exc),
+                         "attempts": exc.attempts}
         if items:
             rollout.response = {**last, "output": episode_output(items), "usage": usage}
-    except Exception as exc:  # verify or a session hook failed: a plugin error, not a reward
+    except Exception as exc:  # a session hook, verify or a backend bug: a plugin error, not a reward
         rollout.reward = None
-        rollout.error = {"type": "plugin", "kind": type(exc).__name__, "status": None, "message": str(exc)}
+        rollout.error = plugin_error(stage, exc)
     finally:
         try:
-            await env.close_session(session)
+            if session is not None:  # not closed yet: the rollout failed or was cancelled
+                await env.close_session(session)
+        except Exception as exc:
+            if rollout.error is None:
+                rollout.reward = None
+                rollout.error = plugin_error("teardown_session", exc)
         finally:
             timing.total_s = clock() - started
     return rollout

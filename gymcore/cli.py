@@ -39,7 +39,7 @@ def cli():
 @click.option("--model", "-m", help="BACKEND:MODEL, e.g. openai:gpt-4.1-mini, openai-chat:NAME "
               "(Chat Completions servers), or replay (recorded turns, offline). Default: $GYM_MODEL, "
               "else openai:<policy_model_name> from ./env.yaml.")
-@click.option("--limit", type=int, help="Use only the first N tasks. Default: all.")
+@click.option("--limit", type=int, help="Use only the first N rows of the input. Default: all.")
 @click.option("--num-repeats", "-n", type=int, help="Rollouts per task (for pass@k, GRPO groups). Default: 1.")
 @click.option("--parallel", "-p", type=int, help="Rollouts in flight at once; 0 = all. Default: 16.")
 @click.option("--temperature", type=float, help="Override responses_create_params.temperature.")
@@ -48,6 +48,24 @@ def cli():
 @click.option("--set", "set_items", multiple=True, metavar="responses_create_params.KEY=VALUE",
               help="Override any request parameter (repeatable); VALUE is parsed as JSON if it can be.")
 @click.option("--max-steps", type=int, help="Stop a rollout after this many model calls. Default: 16.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUTPUT: skip rollouts already there, retry "
+              "failed ones; refused if the input file, agent, model, overrides or max steps changed. "
+              "May raise --limit or --num-repeats to extend a finished run.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT and its sidecars (without it, "
+              "an existing OUTPUT is never touched).")
+@click.option("--skip-invalid", is_flag=True, help="Go on without invalid input rows (counted and reported). "
+              "Default: list them and stop before any rollout starts. Either way a row's task_index is "
+              "its position among the non-empty lines, so it never shifts.")
+@click.option("--max-failures", metavar="N|FRACTION", help="Stop early once more than N rollouts failed, or "
+              "more than FRACTION (e.g. 0.1) of the rollouts to run. Default: never.")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Retries of a model call that failed with "
+              "408/409/429/5xx or a lost connection, with exponential backoff and jitter, honouring "
+              "Retry-After. Default: 5.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Bound each rollout as a whole (model, tools, verify); a rollout that takes longer "
+              "fails with class 'timeout'. Default: none.")
+@click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS", help="After Ctrl-C or SIGTERM, how "
+              "long rollouts in flight may take to finish before they are cancelled. Default: 30.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--server", "servers", multiple=True, metavar="URL",
               help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
@@ -55,7 +73,8 @@ def cli():
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
-            max_output_tokens, set_items, max_steps, quiet, servers, token):
+            max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
+            max_retries, timeout, grace, quiet, servers, token):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -65,12 +84,27 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
           +limit=5 +num_repeats=2 +num_samples_in_parallel=3 \\
           +responses_create_params.temperature=0.7
 
-    Writes OUTPUT (a line per rollout, flushed as each finishes) and OUTPUT's
-    .metrics.json summary (mean reward, pass@k, tokens, failures).
+    Writes OUTPUT (a line per scored rollout, written as each finishes) and, beside it
+    (for OUTPUT results/run.jsonl): results/run.failures.jsonl (rollouts that failed for
+    infrastructure reasons: the model endpoint after retries, --timeout, a plugin
+    exception; never in OUTPUT as a reward), results/run.run.json (what the run is, for
+    --resume) and results/run.metrics.json (mean reward, pass@k, tokens, failures by class).
+
+    An existing OUTPUT is never overwritten: continue it with --resume (after a crash,
+    Ctrl-C, or to retry its failures) or replace it with --overwrite. The first Ctrl-C
+    finishes the rollouts in flight and prints the command that resumes; a second one
+    stops at once.
+
+    \b
+    Exit status: 0 every rollout scored; 1 an error, some rollouts failed,
+    or the run stopped early (--max-failures, rejected credentials);
+    130 interrupted (resume it).
     """
     import asyncio
 
     from .agent import DEFAULT_MAX_STEPS, AgentConfig
+    from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
+    from .stopping import DEFAULT_GRACE
     from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
     from .config import default_model, parse_set_options, parse_seed_args
     from .metrics import format_summary
@@ -101,6 +135,13 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         value = given[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise click.UsageError(f"{key.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
+    try:
+        max_failures_value = parse_max_failures(max_failures)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-failures")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other: pick one")
+    retry = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
     config = CollectConfig(
         agent=str(given["agent"]),
         input=Path(given["input"]) if given["input"] else None,
@@ -109,8 +150,16 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         limit=given["limit"],
         num_repeats=given["num_repeats"] or 1,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
-        agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides),
+        agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
+                                 retry=retry),
         progress=not quiet,
+        resume=resume,
+        overwrite=overwrite,
+        skip_invalid=skip_invalid,
+        max_failures=max_failures_value,
+        timeout=timeout,
+        grace=DEFAULT_GRACE if grace is None else grace,
+        handle_signals=True,
         servers=list(servers),
         token=token or None,
     )
@@ -120,6 +169,41 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise _fail(exc)
     click.echo(format_summary(summary))
     click.echo(f"wrote {config.output} and {metrics_path(config.output)}", err=True)
+    resume_hint = f"resume with: {resume_command(sys.argv[1:])}"
+    if summary["failed"]:
+        by_class = ", ".join(f"{k}={v}" for k, v in summary["failures"].items())
+        click.echo(f"gym: {summary['failed']} rollouts failed ({by_class}); they are in "
+                   f"{summary['failures_file']}, not in the output", err=True)
+    if summary["status"] == "interrupted":
+        click.echo(f"gym: {summary['stop_reason']}; {resume_hint}", err=True)
+        ctx.exit(130)
+    if summary["status"] == "stopped":
+        click.echo(f"gym: stopped early: {summary['stop_reason']}", err=True)
+    if summary["status"] == "stopped" or summary["failed"]:
+        click.echo(f"gym: {resume_hint}", err=True)
+        ctx.exit(1)
+
+
+def parse_max_failures(value: str | None) -> float | None:
+    """``--max-failures``: a whole number of rollouts, or a fraction between 0 and 1."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number or a fraction like 0.1, got {value!r}") from None
+    if number < 0 or (number >= 1 and not number.is_integer()) or number != number:
+        raise ValueError(f"expected a whole number >= 0 or a fraction between 0 and 1, got {value!r}")
+    return number
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes this run: the same arguments, ``--resume`` instead of
+    ``--overwrite``."""
+    import shlex
+
+    args = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
+    return shlex.join(["gym", *args, "--resume"])
 
 
 @cli.group()
@@ -152,6 +236,43 @@ def plugins_list(as_json):
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *table)]
     for row in [headers, *table]:
         click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+@cli.command(name="verify")
+@click.argument("rollouts", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="New JSONL for the re-scored rollouts (never the file being read).")
+@click.option("--agent", "-a", help="Environment whose verify scores them. Default: each line's own agent.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--parallel", "-p", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Rollouts verified at once.")
+def verify_command(rollouts, output, agent, overwrite, parallel):
+    """Re-score stored rollouts: run verify again on every line of ROLLOUTS (no model
+    calls) and write them, with the new rewards and metrics, to OUTPUT.
+
+    \b
+      gym verify results/weather.jsonl --output results/weather.rescored.jsonl
+
+    Prints how many rewards changed (up, down) and the mean reward before and after.
+    A rollout whose verify raises goes to OUTPUT's .failures.jsonl, not into OUTPUT;
+    the exit status is then 1.
+    """
+    import asyncio
+
+    from .metrics import format_summary
+    from .plugins import load_plugins
+    from .rescore import RescoreConfig, rescore
+
+    config = RescoreConfig(rollouts=rollouts, output=output, agent=agent, overwrite=overwrite, parallel=parallel)
+    try:
+        summary = asyncio.run(rescore(load_plugins(), config))
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(format_summary(summary))
+    if summary["failed"]:
+        click.echo(f"gym: {summary['failed']} rollouts could not be re-scored; they are in "
+                   f"{summary['failures_file']}", err=True)
+        raise SystemExit(1)
 
 
 @cli.group()

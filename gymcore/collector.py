@@ -2,29 +2,37 @@
 
 The input is validated as a whole before the first rollout starts (streaming, so a large
 file costs no memory), then streamed again while at most ``parallel`` rollouts are in
-flight. Each finished rollout is written and flushed at once: a crash loses only what was
-still running.
+flight. Each finished rollout is one ``write`` of one line: a crash loses only what was
+still running, and ``--resume`` picks up from there (see :mod:`gymcore.runfiles`).
+
+Rollouts that fail for infrastructure reasons (the model endpoint after retries, a rollout
+``timeout``, a plugin exception in a session hook or ``verify``) go to the failures sidecar,
+never to the output: an infrastructure failure is not a reward of 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import attrs
-import jsonlines
-import orjson
 
 from .agent import AgentConfig
-from .data import Task, converter
-from .dataset import count_tasks, iter_tasks
-from .errors import GymError
+from .data import Rollout, Task, Timing, converter
+from .dataset import InputScan, iter_rows, scan_input
+from .errors import GymError, InputError
 from .metrics import RunStats
 from .plugins import Plugins
+from .runfiles import (JsonlAppender, ResumeState, RunRecord, failure_record, failures_path, file_sha256,
+                       metrics_path, refuse_to_overwrite, resume, run_record_path, write_json_atomic)
 from .runners import EmbeddedRunner, RolloutRunner
+from .stopping import DEFAULT_GRACE, RunControl
+
+__all__ = ["CollectConfig", "collect", "metrics_path", "failures_path", "DEFAULT_PARALLEL"]
 
 DEFAULT_PARALLEL = 16
 
@@ -42,17 +50,37 @@ class CollectConfig:
     parallel: int = DEFAULT_PARALLEL
     agent_config: AgentConfig = attrs.field(factory=AgentConfig)
     progress: bool = True
+    #: continue the run in ``output`` (skip what is done, retry what failed)
+    resume: bool = False
+    #: replace an existing ``output`` and its sidecars
+    overwrite: bool = False
+    #: go on without invalid input rows instead of refusing to start
+    skip_invalid: bool = False
+    #: stop early when more rollouts fail than this: a count (>= 1, or 0 for "none"), or a
+    #: fraction (0 < f < 1) of the rollouts this invocation runs; ``None``: never
+    max_failures: float | None = None
+    #: seconds one rollout may take as a whole (model, tools, verify); ``None``: no bound
+    timeout: float | None = None
+    #: seconds in-flight rollouts get to finish after the first interrupt
+    grace: float = DEFAULT_GRACE
+    #: catch SIGINT/SIGTERM (the CLI does; a library caller keeps its own handlers)
+    handle_signals: bool = False
     servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
     token: str | None = None  # bearer token of those servers
 
 
-def metrics_path(output: Path) -> Path:
-    """``results/run.jsonl`` -> ``results/run.metrics.json``."""
-    return output.with_name(output.stem + ".metrics.json")
+class InvalidInputError(GymError):
+    """Invalid input rows, all reported (up to a cap) before any rollout starts."""
 
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    def __init__(self, scan: InputScan):
+        self.scan = scan
+        hint = "pass --skip-invalid to go on without invalid rows"
+        if scan.invalid == 1:
+            message = f"{scan.errors[0]} ({hint})"
+        else:
+            message = (f"{scan.invalid} invalid rows in {scan.path} (fix them, or {hint}):\n"
+                       + "\n".join("  " + line for line in scan.report().splitlines()))
+        super().__init__(message)
 
 
 class _Progress:
@@ -78,6 +106,13 @@ class _Progress:
             self.bar.set_postfix_str(
                 f"reward={mean:.3f} failed={sum(stats.failures.values())}" if mean is not None
                 else f"failed={sum(stats.failures.values())}", refresh=False)
+
+    def note(self, message: str) -> None:
+        """A line on stderr that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     def close(self, stats: RunStats) -> None:
         if self.bar is not None:
@@ -106,58 +141,156 @@ def resolve_input(config: CollectConfig, runner: RolloutRunner) -> Path:
     return path
 
 
-def _jobs(path: Path, limit: int | None, repeats: int) -> Iterator[tuple[int, int, Task]]:
-    for task_index, (_line, task) in enumerate(iter_tasks(path, limit)):
+def failure_limit(max_failures: float | None, total: int) -> int | None:
+    """The number of failures the run tolerates: ``None`` for no limit."""
+    if max_failures is None:
+        return None
+    if 0 < max_failures < 1:
+        return math.floor(max_failures * total + 1e-9)  # 0.29 * 100 is 28.999...
+    return int(max_failures)
+
+
+def _jobs(path: Path, limit: int | None, repeats: int, state: ResumeState) -> Iterator[tuple[int, int, Task]]:
+    for task_index, _line, task in iter_rows(path, limit):
+        if isinstance(task, InputError):  # reported before the run; only here with --skip-invalid
+            continue
+        done = state.done.get(task_index, 0)
         for rollout_index in range(repeats):
-            yield task_index, rollout_index, task
+            if not done >> rollout_index & 1:
+                yield task_index, rollout_index, task
+
+
+def _prepare(config: CollectConfig, runner: RolloutRunner,
+             stats: RunStats) -> tuple[Path, InputScan, RunRecord, ResumeState]:
+    """Validate the input, identify the run, and (resuming) check and scan what is done."""
+    input_path = resolve_input(config, runner)
+    scan = scan_input(input_path, config.limit)  # validates every row before any work
+    if scan.invalid and not config.skip_invalid:
+        raise InvalidInputError(scan)
+    if scan.invalid:
+        first = scan.errors[0]
+        print(f"gym: skipping {scan.invalid} invalid rows of {input_path} (--skip-invalid); first: {first}",
+              file=sys.stderr, flush=True)
+    record = RunRecord(
+        input=str(Path(input_path).resolve()), input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
+        model=runner.model_label, overrides=dict(config.agent_config.overrides),
+        max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit)
+    state = ResumeState()
+    if config.resume:
+        state = resume(config.output, record, stats.add_line)
+        record.invocations = state.invocation
+    return Path(input_path), scan, record, state
 
 
 async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
-    """Run a whole collection; return the summary (also written to ``*.metrics.json``)."""
+    """Run (or resume) a whole collection; return the summary (also written to
+    ``*.metrics.json``). ``summary["status"]`` says how it ended: ``completed``,
+    ``stopped`` (too many failures, an auth failure) or ``interrupted`` (a signal)."""
+    output = config.output
+    if config.resume and config.overwrite:
+        raise GymError("--resume and --overwrite contradict each other: pick one")
+    if not config.resume and not config.overwrite:
+        refuse_to_overwrite(output)
     runner = await make_runner(plugins, config)
     try:
-        input_path = resolve_input(config, runner)
-        n_tasks = count_tasks(input_path, config.limit)  # validates every row before any work
-    except BaseException:
-        await runner.aclose()
-        raise
-    total = n_tasks * config.num_repeats
-    stats = RunStats(repeats=config.num_repeats)
-    started = time.perf_counter()
-    config.output.parent.mkdir(parents=True, exist_ok=True)
-    progress = _Progress(total, config.progress, "Collecting rollouts")
-    jobs = _jobs(input_path, config.limit, config.num_repeats)
-    parallel = config.parallel if config.parallel > 0 else max(total, 1)
-    try:
-        with open(config.output, "wb") as fp:
-            writer = jsonlines.Writer(fp, dumps=_dumps, flush=True)
-
-            async def worker() -> None:
-                for task_index, rollout_index, task in jobs:
-                    rollout = await runner.run(task, task_index, rollout_index)
-                    writer.write(converter.unstructure(rollout))
-                    stats.add(rollout)
-                    progress.update(stats)
-                    del rollout  # nothing of a written rollout outlives it
-
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for _ in range(min(parallel, max(total, 1))):
-                        group.create_task(worker())
-            except BaseExceptionGroup as group_error:  # surface the first real cause
-                raise group_error.exceptions[0] from None
+        return await _collect(runner, config)
     finally:
-        progress.close(stats)
         await runner.aclose()
+
+
+async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, Any]:
+    output = config.output
+    stats = RunStats(repeats=config.num_repeats)
+    input_path, scan, record, state = _prepare(config, runner, stats)
+    total = scan.valid * config.num_repeats - state.count_done(scan.rows, config.num_repeats)
+    tolerated = failure_limit(config.max_failures, total)
+    # Everything is checked: from here on files are written.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    record.save(run_record_path(output))
+    failures_file = failures_path(output)
+    if not config.resume:
+        failures_file.unlink(missing_ok=True)
+    writer = JsonlAppender(output, "ab" if config.resume else "wb").open()
+    failures = JsonlAppender(failures_file, "ab")
+    progress = _Progress(total, config.progress, "Resuming rollouts" if state.lines else "Collecting rollouts")
+    if config.resume and (state.lines or state.failed_before):
+        progress.note(f"gym: resuming {output}: {state.lines} rollouts done, {state.failed_before} failed "
+                      f"before (retried now), {total} to run")
+    control = RunControl(config.grace, notify=progress.note)
+    jobs = _jobs(input_path, config.limit, config.num_repeats, state)
+    timeout = config.timeout
+    in_flight = 0
+    control.in_flight = lambda: in_flight
+
+    async def run_one(task_index: int, rollout_index: int, task: Task) -> Rollout:
+        if timeout is None:
+            return await runner.run(task, task_index, rollout_index)
+        try:
+            async with asyncio.timeout(timeout):
+                return await runner.run(task, task_index, rollout_index)
+        except TimeoutError:
+            return Rollout(task=task, task_index=task_index, rollout_index=rollout_index, agent=runner.agent,
+                           model=runner.model_label, timing=Timing(total_s=timeout),
+                           error={"type": "timeout", "kind": None, "status": None, "attempts": 1,
+                                  "message": f"the rollout took longer than --timeout {timeout:g}s"})
+
+    async def worker() -> None:
+        nonlocal in_flight
+        while not control.stopping:
+            job = next(jobs, None)
+            if job is None:
+                return
+            in_flight += 1
+            try:
+                rollout = await run_one(*job)
+            finally:
+                in_flight -= 1
+            error = rollout.error
+            if error is None:
+                writer.write(converter.unstructure(rollout))
+            else:
+                failures.write(failure_record(rollout, state.invocation))
+            stats.add(rollout)
+            progress.update(stats)
+            del rollout  # nothing of a written rollout outlives it
+            if error is not None:
+                failed = sum(stats.failures.values())
+                if error.get("kind") == "auth":
+                    control.stop(f"the model endpoint refused the credentials (check the API key): "
+                                 f"{error.get('message')}", at_once=True)
+                elif tolerated is not None and failed > tolerated:
+                    control.stop(f"{failed} rollouts failed, more than --max-failures "
+                                 f"{config.max_failures:g} allows ({tolerated})")
+
+    started = time.perf_counter()
+    parallel = config.parallel if config.parallel > 0 else max(total, 1)
+    if config.handle_signals:
+        control.install_signal_handlers()
+    try:
+        try:
+            async with asyncio.TaskGroup() as group:
+                control.tasks = [group.create_task(worker()) for _ in range(min(parallel, max(total, 1)))]
+        except BaseExceptionGroup as group_error:  # surface the first real cause
+            raise group_error.exceptions[0] from None
+    finally:
+        control.remove_signal_handlers()
+        writer.close()
+        failures.close()
+        progress.close(stats)
     summary = stats.summary(
         time.perf_counter() - started,
+        status=control.status,
+        **({"stop_reason": control.reason} if control.reason else {}),
         agent=runner.agent,
         model=runner.model_label,
         **({"note": "REPLAY: model turns were replayed from a recording; no model was called"}
            if runner.is_replay else {}),
         input=str(input_path),
-        output=str(config.output),
+        output=str(output),
+        **({"failures_file": str(failures_file)} if failures.lines else {}),
         num_repeats=config.num_repeats,
+        invocation=state.invocation,
+        skipped_invalid_rows=scan.invalid,
     )
-    metrics_path(config.output).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    write_json_atomic(metrics_path(output), summary)
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-import jsonlines
+import attrs
 import orjson
 
 from .data import Task
@@ -26,14 +26,27 @@ def validate_row(row: Any, path: str, line: int) -> Task:
         raise InputError(path, line, "missing", field="responses_create_params.input")
     if isinstance(value, list):
         for i, item in enumerate(value):
+            where = f"responses_create_params.input[{i}]"
             if not isinstance(item, dict):
-                raise InputError(path, line, f"expected an object, got {type(item).__name__}",
-                                 field=f"responses_create_params.input[{i}]")
+                raise InputError(path, line, f"expected an object, got {type(item).__name__}", field=where)
+            content = item.get("content")
+            if isinstance(content, list):
+                for j, part in enumerate(content):
+                    if not isinstance(part, dict):
+                        raise InputError(path, line, f"expected an object, got {type(part).__name__}",
+                                         field=f"{where}.content[{j}]")
+            elif content is not None and not isinstance(content, str):
+                raise InputError(path, line, "expected a string or a list of parts", field=f"{where}.content")
     elif not isinstance(value, str):
         raise InputError(path, line, "expected a string or a list of items", field="responses_create_params.input")
     tools = params.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise InputError(path, line, "expected a list", field="responses_create_params.tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InputError(path, line, "expected a list", field="responses_create_params.tools")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                raise InputError(path, line, f"expected an object, got {type(tool).__name__}",
+                                 field=f"responses_create_params.tools[{i}]")
     meta = row.get("verifier_metadata")
     if meta is not None and not isinstance(meta, dict):
         raise InputError(path, line, "expected an object or null", field="verifier_metadata")
@@ -44,53 +57,99 @@ def validate_row(row: Any, path: str, line: int) -> Task:
     )
 
 
-class _CountingLines:
-    """Iterate a file's lines, remembering the number of the last one handed out."""
-
-    def __init__(self, fp):
-        self.fp, self.line = fp, 0
-
-    def __iter__(self):
-        for raw in self.fp:
-            self.line += 1
-            yield raw
+#: How many invalid rows a report lists one by one before it says "... and N more".
+MAX_REPORTED = 20
+_BOM = b"\xef\xbb\xbf"
 
 
-def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, Task]]:
-    """Yield ``(line number, task)`` for the first ``limit`` rows; blank lines are skipped."""
+def _open(path: str | Path):
     name = str(path)
     try:
-        fp = open(path, "rb")
+        return open(path, "rb")
     except FileNotFoundError:
         raise InputError(name, None, "no such file") from None
     except IsADirectoryError:
         raise InputError(name, None, "is a directory, not a JSONL file") from None
     except OSError as exc:
         raise InputError(name, None, f"cannot open: {exc.strerror}") from None
+
+
+def iter_rows(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, int, Task | InputError]]:
+    """Yield ``(row_index, line number, Task or InputError)`` for every non-empty line, the
+    first ``limit`` of them; never raises for a bad row, so one pass can report them all.
+
+    ``row_index`` counts non-empty lines from 0, valid or not: it is a row's ``task_index``,
+    so skipping invalid rows (``--skip-invalid``) never renumbers the valid ones, and a
+    resumed run finds its rows where it left them. Blank lines are not rows.
+    """
+    name = str(path)
+    fp = _open(path)
     if limit is not None and limit <= 0:
         fp.close()
         return
-    count = 0
+    row_index = 0
     with fp:
-        lines = _CountingLines(fp)
-        reader = jsonlines.Reader(lines, loads=orjson.loads)
-        rows = reader.iter(skip_empty=True)
-        while True:
+        for line_no, raw in enumerate(fp, start=1):
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if not raw.strip():
+                continue
             try:
-                row = next(rows)
-            except StopIteration:
+                item: Task | InputError = validate_row(orjson.loads(raw), name, line_no)
+            except orjson.JSONDecodeError as exc:
+                item = InputError(name, line_no, f"not valid JSON ({exc})")
+            except InputError as exc:
+                item = exc
+            yield row_index, line_no, item
+            row_index += 1
+            if limit is not None and row_index >= limit:
                 return
-            except jsonlines.InvalidLineError as exc:
-                cause = exc.__cause__ or exc
-                raise InputError(name, exc.lineno or lines.line, f"not valid JSON ({cause})") from None
-            yield lines.line, validate_row(row, name, lines.line)
-            count += 1
-            if limit is not None and count >= limit:
-                return
+
+
+def iter_tasks(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, Task]]:
+    """Yield ``(line number, task)`` for the first ``limit`` rows; raise the first
+    :class:`InputError`. Blank lines are skipped."""
+    for _row, line_no, item in iter_rows(path, limit):
+        if isinstance(item, InputError):
+            raise item
+        yield line_no, item
+
+
+@attrs.define
+class InputScan:
+    """What one validating pass over an input found: counts, and the first errors."""
+
+    path: str
+    rows: int = 0
+    valid: int = 0
+    errors: list[InputError] = attrs.field(factory=list)
+    invalid: int = 0
+
+    def report(self) -> str:
+        """Every reported error on its own line, then ``... and N more``."""
+        lines = [str(error) for error in self.errors]
+        if self.invalid > len(self.errors):
+            lines.append(f"... and {self.invalid - len(self.errors)} more")
+        return "\n".join(lines)
+
+
+def scan_input(path: str | Path, limit: int | None = None, max_reported: int = MAX_REPORTED) -> InputScan:
+    """Validate the first ``limit`` rows, streaming (memory stays flat on a 1 GB file), and
+    keep the first ``max_reported`` errors."""
+    scan = InputScan(str(path))
+    for scan.rows, (_row, _line, item) in enumerate(iter_rows(path, limit), start=1):
+        if isinstance(item, InputError):
+            scan.invalid += 1
+            if len(scan.errors) < max_reported:
+                scan.errors.append(item)
+        else:
+            scan.valid += 1
+    return scan
 
 
 def count_tasks(path: str | Path, limit: int | None = None) -> int:
-    """Validate every row up to ``limit`` (streaming) and return how many there are."""
+    """Validate every row up to ``limit`` (streaming) and return how many there are;
+    raise the first :class:`InputError`."""
     n = 0
     for n, _ in enumerate(iter_tasks(path, limit), start=1):
         pass

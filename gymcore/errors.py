@@ -24,9 +24,11 @@ class EnvironmentBuildError(GymError):
 class ModelError(GymError):
     """A model backend failed to answer. ``status`` is the HTTP status when there is one;
     ``kind`` classifies it for summaries and retries (``http``, ``connection``, ``timeout``,
-    ``auth``, ``protocol``)."""
+    ``auth``, ``protocol``). ``attempts`` is how many times the call was tried in all
+    (set by :func:`gymcore.retry.call_with_retries`)."""
 
     def __init__(self, message: str, *, status: int | None = None, kind: str = "http",
                  retry_after: float | None = None):
         self.status, self.kind, self.retry_after = status, kind, retry_after
+        self.attempts = 1
         super().__init__(message)

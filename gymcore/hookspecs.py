@@ -51,7 +51,8 @@ def setup_session(session):
     """Prepare per-rollout state before the first model call (optional).
 
     ``session.task`` is the input row (:class:`gymcore.data.Task`); store what you need
-    in ``session.state``. The return value is ignored.
+    in ``session.state``. The return value is ignored. Raising fails the rollout (class
+    ``plugin:setup_session``) before any model call.
     """
 
 
@@ -65,7 +66,9 @@ def verify(session, response):
     ``session.task.verifier_metadata`` carries the row's ground truth, if the row has one.
     The reward must be in [0, 1]; metrics are numbers or strings. When several plugins of
     one environment return a verdict, the rewards multiply (every check must pass) and the
-    metrics merge. When none does, the reward is 1.0, as in NeMo Gym.
+    metrics merge. When none does, the reward is 1.0, as in NeMo Gym. Raising fails the
+    rollout (class ``plugin:verify``): it goes to the failures file, never into the output
+    as a reward; ``gym collect --resume`` runs it again once the verifier is fixed.
     """
 
 

@@ -27,16 +27,32 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
+def failure_class(error: dict[str, Any] | None) -> str:
+    """A failed rollout's class, for summaries and the failures sidecar: ``model:503``,
+    ``model:connection``, ``model:auth``, ``plugin:verify``, ``timeout``, ..."""
+    error = error or {}
+    kind = error.get("type") or "unknown"
+    if kind == "model":
+        detail = error.get("status") if error.get("kind") == "http" and error.get("status") else error.get("kind")
+    elif kind == "plugin":
+        detail = error.get("hook") or error.get("kind")
+    else:
+        detail = error.get("kind")
+    return f"{kind}:{detail}" if detail else kind
+
+
 @attrs.define
 class RunStats:
     """Accumulates rollouts as they finish; :meth:`summary` gives the report.
 
     pass@k is folded into running sums as soon as all ``repeats`` of a task are in, so
-    memory holds only the tasks still in flight, however long the run.
+    memory holds only the tasks still in flight, however long the run. A resumed run first
+    feeds it the lines already in the output (:meth:`add_line`).
     """
 
     repeats: int = 1
     rollouts: int = 0
+    resumed: int = 0
     scored: int = 0
     reward_sum: float = 0.0
     turns_sum: int = 0
@@ -52,26 +68,37 @@ class RunStats:
     pass_tasks: dict[int, int] = attrs.field(factory=dict)  # k -> tasks with >= k scored samples
 
     def add(self, rollout: Rollout) -> None:
+        self._add(rollout.task_index, rollout.reward, rollout.error, rollout.turns, rollout.tool_calls,
+                  rollout.tool_errors, (rollout.response or {}).get("usage"))
+
+    def add_line(self, line: dict[str, Any]) -> None:
+        """Count a rollout already in the output of a resumed run."""
+        self.resumed += 1
+        self._add(line.get("task_index"), line.get("reward"), line.get("error"), line.get("turns") or 0,
+                  line.get("tool_calls") or 0, line.get("tool_errors") or 0,
+                  (line.get("response") or {}).get("usage"))
+
+    def _add(self, task_index: Any, reward: float | None, error: dict[str, Any] | None, turns: int,
+             tool_calls: int, tool_errors: int, usage: dict[str, Any] | None) -> None:
         self.rollouts += 1
-        self.turns_sum += rollout.turns
-        self.tool_calls += rollout.tool_calls
-        self.tool_errors += rollout.tool_errors
-        usage = (rollout.response or {}).get("usage") or {}
+        self.turns_sum += turns
+        self.tool_calls += tool_calls
+        self.tool_errors += tool_errors
+        usage = usage or {}
         self.input_tokens += usage.get("input_tokens", 0) or 0
         self.output_tokens += usage.get("output_tokens", 0) or 0
         self.total_tokens += usage.get("total_tokens", 0) or 0
-        counts = self.open_tasks.setdefault(rollout.task_index, [0, 0, 0])
+        counts = self.open_tasks.setdefault(task_index, [0, 0, 0])
         counts[0] += 1
-        if rollout.error is not None or rollout.reward is None:
-            error = rollout.error or {}
-            self.failures[f"{error.get('type', 'unknown')}:{error.get('kind', '')}".rstrip(":")] += 1
+        if error is not None or reward is None:
+            self.failures[failure_class(error)] += 1
         else:
             self.scored += 1
-            self.reward_sum += rollout.reward
+            self.reward_sum += reward
             counts[1] += 1
-            counts[2] += rollout.reward >= PASS_THRESHOLD
+            counts[2] += reward >= PASS_THRESHOLD
         if counts[0] >= self.repeats:
-            del self.open_tasks[rollout.task_index]
+            del self.open_tasks[task_index]
             self._fold(counts[1], counts[2], self.pass_sums, self.pass_tasks)
             self.tasks_done += 1
 
@@ -96,6 +123,7 @@ class RunStats:
         return {
             **extra,
             "rollouts": self.rollouts,
+            "resumed": self.resumed,
             "scored": self.scored,
             "failed": sum(self.failures.values()),
             "failures": dict(self.failures),
@@ -109,7 +137,8 @@ class RunStats:
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
             "wall_s": round(wall_s, 3),
-            "rollouts_per_s": round(self.rollouts / wall_s, 2) if wall_s > 0 else None,
+            # this invocation's pace: rollouts found in the output at resume do not count
+            "rollouts_per_s": round((self.rollouts - self.resumed) / wall_s, 2) if wall_s > 0 else None,
         }
 
 

@@ -7,12 +7,18 @@ that output's temperature and conditions. Tests script it further:
 
 * ``script``: a list of canned bodies (Responses shape), served one per request before the
   policy takes over;
-* ``faults``: a list of fault specs consumed one per request (``None`` = no fault):
-  ``{"status": 429, "retry_after": 0.1}``, ``{"status": 500}``, ``{"reset": True}``,
-  ``{"hang": 5}``, ``{"malformed": True}``;
+* ``faults``: a list of fault specs consumed one per request, in arrival order (``None`` =
+  no fault): ``{"status": 429, "retry_after": 0.1}`` (a ``Retry-After`` header),
+  ``{"status": 503, "retry_after_ms": 50}`` (``retry-after-ms``), ``{"status": 500}``,
+  ``{"reset": True}`` (connection dropped), ``{"hang": 5}`` (answers after 5 s),
+  ``{"malformed": True}`` (a 200 whose body is not JSON);
+* ``rules``: fault specs with a ``"match"`` substring, applied to every request whose raw
+  body contains it (before ``faults``), so one task fails whatever the scheduling order;
+  ``"times": N`` makes a rule expire after N uses;
 * ``latency``: seconds to sleep before each answer.
 
-Every request's path, headers and body are kept in ``requests`` (``GET /_requests``).
+Every request's path, headers, body and arrival time (``at``, ``time.monotonic()``) are
+kept in ``requests`` (``GET /_requests``), so tests can check retry delays.
 Run alone (benchmarks): ``python tests/fake_openai.py --port 0 --latency-ms 100`` prints
 ``listening on http://127.0.0.1:PORT``.
 """
@@ -80,6 +86,7 @@ class FakeOpenAI:
         self.keep_requests = keep_requests
         self.script: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any] | None] = []
+        self.rules: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.count = 0
         self.first_request_at: float | None = None
@@ -143,13 +150,16 @@ class FakeOpenAI:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
+        at = time.monotonic()
         self.count += 1
         if self.first_request_at is None:
             self.first_request_at = time.time()
         body = _loads(raw) if raw else {}
         if self.keep_requests:
-            self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
-        fault = self.faults.pop(0) if self.faults else None
+            self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body, "at": at})
+        fault = self._rule_for(raw)
+        if fault is None and self.faults:
+            fault = self.faults.pop(0)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault:
@@ -165,6 +175,8 @@ class FakeOpenAI:
                 headers = {}
                 if fault.get("retry_after") is not None:
                     headers["Retry-After"] = str(fault["retry_after"])
+                if fault.get("retry_after_ms") is not None:
+                    headers["retry-after-ms"] = str(fault["retry_after_ms"])
                 error = {"error": {"message": fault.get("message", "injected fault"),
                                    "type": fault.get("type", "server_error"), "code": None, "param": None}}
                 return _json_response(error, status=fault["status"], headers=headers)
@@ -177,6 +189,14 @@ class FakeOpenAI:
         if isinstance(items, str):
             items = [{"role": "user", "content": items}]
         return _json_response(self.response_body(body, self.policy_output(items)))
+
+    def _rule_for(self, raw: bytes) -> dict[str, Any] | None:
+        for rule in self.rules:
+            if rule["match"].encode() in raw and rule.get("times", 1) > 0:
+                if "times" in rule:
+                    rule["times"] -= 1
+                return rule
+        return None
 
     async def _requests(self, _request: web.Request) -> web.Response:
         return web.json_response(self.requests)

@@ -12,6 +12,7 @@ from gym_openai_model.client import OpenAIBackend
 from gymcore.agent import AgentConfig, run_rollout
 from gymcore.data import Rollout, Task, converter
 from gymcore.environment import Environment
+from gymcore.retry import RetryPolicy
 
 TASK = Task({"input": [{"role": "user", "content": "weather in Oslo?"}]}, {"expected_city": "Oslo"}, {"id": "t1"})
 
@@ -71,10 +72,11 @@ def test_incomplete_response_ends_the_rollout(plugins, fake_openai):
 
 
 def test_model_failure_is_an_error_not_a_reward(plugins, fake_openai):
-    fake_openai.faults = [None, {"status": 503, "message": "overloaded"}]
-    rollout = run(plugins, fake_openai)
+    fake_openai.faults = [None, {"status": 503, "message": "overloaded"}, {"status": 503, "message": "overloaded"}]
+    rollout = run(plugins, fake_openai, retry=RetryPolicy(max_retries=1, base_delay=0.01))
     assert rollout.reward is None
     assert rollout.error["type"] == "model" and rollout.error["status"] == 503
+    assert rollout.error["attempts"] == 2 and len(fake_openai.requests) == 3  # retried once, then gave up
     assert "overloaded" in rollout.error["message"]
     # what happened before the failure is kept for inspection
     assert [i["type"] for i in rollout.response["output"]] == ["function_call", "function_call_output"]

@@ -11,6 +11,10 @@ Response: ``reasoning_content`` (vLLM, SGLang) or ``reasoning`` (Ollama) becomes
 ``reasoning`` item, the message an ``output_text`` message, each tool call a
 ``function_call``; ``finish_reason == "length"`` makes the response ``incomplete``; usage
 maps to ``input_tokens``/``output_tokens`` with cached and reasoning token details.
+
+Both directions take shapes that may be malformed (a server's answer is untrusted): anything
+that cannot be converted raises :class:`ModelError` (kind ``protocol``) naming the field,
+never a stray ``AttributeError``.
 """
 
 from __future__ import annotations
@@ -20,17 +24,45 @@ from typing import Any
 import orjson
 
 from gymcore import responses
+from gymcore.errors import ModelError
 
 _SAMPLING = ("temperature", "top_p", "parallel_tool_calls", "seed", "stop", "user", "logprobs",
              "top_logprobs", "frequency_penalty", "presence_penalty", "n", "logit_bias", "service_tier")
 _ROLES = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}
 
 
-def _content_to_chat(content: Any) -> Any:
+def _malformed(where: str, expected: str, value: Any) -> ModelError:
+    return ModelError(f"cannot convert {where}: expected {expected}, got {type(value).__name__}", kind="protocol")
+
+
+def _dict(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _malformed(where, "an object", value)
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _malformed(where, "a list", value)
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _malformed(where, "a string", value)
+    return value
+
+
+def _content_to_chat(content: Any, where: str = "content") -> Any:
     if isinstance(content, str):
         return content
     parts = []
-    for part in content or []:
+    for i, part in enumerate(_list(content, where)):
+        part = _dict(part, f"{where}[{i}]")
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text"):
             parts.append({"type": "text", "text": part.get("text", "")})
@@ -48,15 +80,16 @@ def input_to_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
     """The chat ``messages`` for a Responses request's ``instructions`` + ``input``."""
     messages: list[dict[str, Any]] = []
     if request.get("instructions"):
-        messages.append({"role": "system", "content": request["instructions"]})
+        messages.append({"role": "system", "content": _text(request["instructions"], "instructions")})
     items = request.get("input") or []
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
-    for item in items:
+    for i, item in enumerate(_list(items, "input")):
+        item = _dict(item, f"input[{i}]")
         kind = item.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(item.get("role", "user"), "user")
-            messages.append({"role": role, "content": _content_to_chat(item.get("content"))})
+            role = _ROLES.get(_text(item.get("role", "user"), f"input[{i}].role"), "user")
+            messages.append({"role": role, "content": _content_to_chat(item.get("content"), f"input[{i}].content")})
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function",
                     "function": {"name": item.get("name"), "arguments": item.get("arguments", "{}")}}
@@ -70,7 +103,7 @@ def input_to_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
         elif kind == "function_call_output":
             output = item.get("output")
             if not isinstance(output, str):
-                output = _content_to_chat(output)
+                output = _content_to_chat(output, f"input[{i}].output")
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": output})
         # reasoning and other item types carry nothing a chat template takes
     return messages
@@ -92,16 +125,16 @@ def request_to_chat(request: dict[str, Any], model: str) -> dict[str, Any]:
     if request.get("max_output_tokens") is not None:
         body["max_tokens"] = request["max_output_tokens"]
     if request.get("tools"):
-        body["tools"] = [_tool_to_chat(t) for t in request["tools"]]
+        body["tools"] = [_tool_to_chat(_dict(t, f"tools[{i}]")) for i, t in enumerate(_list(request["tools"], "tools"))]
     choice = request.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         body["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
     elif choice is not None:
         body["tool_choice"] = choice
-    effort = (request.get("reasoning") or {}).get("effort")
+    effort = _dict(request.get("reasoning") or {}, "reasoning").get("effort")
     if effort:
         body["reasoning_effort"] = effort
-    fmt = (request.get("text") or {}).get("format")
+    fmt = _dict(request.get("text") or {}, "text").get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         body["response_format"] = {"type": "json_schema", "json_schema": {
             k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
@@ -110,42 +143,72 @@ def request_to_chat(request: dict[str, Any], model: str) -> dict[str, Any]:
     return body
 
 
+def _tokens(usage: dict[str, Any], key: str, where: str) -> int:
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if type(value) is not int or value < 0:
+        raise _malformed(f"{where}.{key}", "a token count", value)
+    return value
+
+
 def chat_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     usage = usage or {}
+    prompt = _dict(usage.get("prompt_tokens_details") or {}, "usage.prompt_tokens_details")
+    completion = _dict(usage.get("completion_tokens_details") or {}, "usage.completion_tokens_details")
     return responses.usage(
-        input_tokens=usage.get("prompt_tokens") or 0,
-        output_tokens=usage.get("completion_tokens") or 0,
-        cached=(usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0,
-        reasoning=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
+        input_tokens=_tokens(usage, "prompt_tokens", "usage"),
+        output_tokens=_tokens(usage, "completion_tokens", "usage"),
+        cached=_tokens(prompt, "cached_tokens", "usage.prompt_tokens_details"),
+        reasoning=_tokens(completion, "reasoning_tokens", "usage.completion_tokens_details"),
     )
 
 
-def chat_to_response(chat: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    """A Responses response body equivalent to a chat completion."""
-    choice = chat["choices"][0]
-    message = choice.get("message") or {}
+def chat_to_response(chat: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """A Responses response body equivalent to a chat completion; :class:`ModelError` if
+    ``chat`` is not one."""
+    chat = _dict(chat, "the chat completion")
+    choices = _list(chat.get("choices"), "choices")
+    if not choices:
+        raise ModelError("cannot convert the chat completion: it has no choices", kind="protocol")
+    choice = _dict(choices[0], "choices[0]")
+    message = _dict(choice.get("message") or {}, "choices[0].message")
     chat_id = chat.get("id") or "chatcmpl"
+    if not isinstance(chat_id, str):
+        raise _malformed("id", "a string", chat_id)
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
         output.append({"type": "reasoning", "id": f"rs_{chat_id}", "summary": [],
-                       "content": [{"type": "reasoning_text", "text": reasoning}]})
-    content = message.get("content")
+                       "content": [{"type": "reasoning_text", "text": _text(reasoning, "message.reasoning_content")}]})
+    content = _text(message.get("content"), "message.content")
+    refusal = _text(message.get("refusal"), "message.refusal")
     if content:
         output.append({"type": "message", "id": f"msg_{chat_id}", "role": "assistant", "status": "completed",
                        "content": [{"type": "output_text", "text": content, "annotations": []}]})
-    elif message.get("refusal"):
+    elif refusal:
         output.append({"type": "message", "id": f"msg_{chat_id}", "role": "assistant", "status": "completed",
-                       "content": [{"type": "refusal", "refusal": message["refusal"]}]})
-    for i, call in enumerate(message.get("tool_calls") or []):
-        function = call["function"]
+                       "content": [{"type": "refusal", "refusal": refusal}]})
+    for i, call in enumerate(_list(message.get("tool_calls"), "message.tool_calls")):
+        where = f"message.tool_calls[{i}]"
+        call = _dict(call, where)
+        function = _dict(call.get("function"), f"{where}.function")
+        name = function.get("name")
+        if not isinstance(name, str):
+            raise _malformed(f"{where}.function.name", "a string", name)
         arguments = function.get("arguments")
-        output.append({"type": "function_call", "id": f"fc_{chat_id}_{i}", "call_id": call.get("id") or f"call_{i}",
-                       "name": function["name"], "arguments": arguments if isinstance(arguments, str) else
+        call_id = call.get("id") or f"call_{i}"
+        output.append({"type": "function_call", "id": f"fc_{chat_id}_{i}", "call_id": _text(call_id, f"{where}.id"),
+                       "name": name, "arguments": arguments if isinstance(arguments, str) else
                        orjson.dumps(arguments or {}).decode(), "status": "completed"})
     incomplete = choice.get("finish_reason") == "length"
+    usage = chat.get("usage")
+    created = chat.get("created")
+    model = chat.get("model") or request.get("model") or ""
     return responses.response(
-        id=f"resp_{chat_id}", model=chat.get("model") or request.get("model") or "", output=output,
-        request=request, status="incomplete" if incomplete else "completed", usage_=chat_usage(chat.get("usage")),
-        created_at=chat.get("created"), incomplete_reason="max_output_tokens" if incomplete else None,
+        id=f"resp_{chat_id}", model=_text(model, "model"), output=output,
+        request=request, status="incomplete" if incomplete else "completed",
+        usage_=chat_usage(_dict(usage, "usage") if usage is not None else None),
+        created_at=created if isinstance(created, (int, float)) and not isinstance(created, bool) else None,
+        incomplete_reason="max_output_tokens" if incomplete else None,
     )
