@@ -20,7 +20,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gym plugins list
-	$(BIN)/gym collect --agent weather --model replay --output $(DEMO_OUT) --num-repeats 2 --parallel 8
+	$(BIN)/gym collect --agent weather --model replay --output $(DEMO_OUT) --num-repeats 2 --parallel 8 --overwrite
+	@echo "browse them: $(BIN)/gym view $(DEMO_OUT)"
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import attrs
+import jsonlines
 import orjson
 
 from .data import Task
@@ -74,6 +75,21 @@ def _open(path: str | Path):
         raise InputError(name, None, f"cannot open: {exc.strerror}") from None
 
 
+class _Rows:
+    """The non-blank lines of a file (a leading BOM dropped), remembering the line number
+    of the last one handed out: ``jsonlines`` parses, this says where."""
+
+    def __init__(self, fp):
+        self.fp, self.line_no = fp, 0
+
+    def __iter__(self):
+        for self.line_no, raw in enumerate(self.fp, start=1):
+            if self.line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if raw.strip():
+                yield raw
+
+
 def iter_rows(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, int, Task | InputError]]:
     """Yield ``(row_index, line number, Task or InputError)`` for every non-empty line, the
     first ``limit`` of them; never raises for a bad row, so one pass can report them all.
@@ -89,18 +105,21 @@ def iter_rows(path: str | Path, limit: int | None = None) -> Iterator[tuple[int,
         return
     row_index = 0
     with fp:
-        for line_no, raw in enumerate(fp, start=1):
-            if line_no == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            if not raw.strip():
-                continue
+        rows = _Rows(fp)
+        reader = jsonlines.Reader(rows, loads=orjson.loads)
+        while True:
             try:
-                item: Task | InputError = validate_row(orjson.loads(raw), name, line_no)
-            except orjson.JSONDecodeError as exc:
-                item = InputError(name, line_no, f"not valid JSON ({exc})")
-            except InputError as exc:
-                item = exc
-            yield row_index, line_no, item
+                row = reader.read()
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as exc:
+                item: Task | InputError = InputError(name, rows.line_no, f"not valid JSON ({exc.__cause__ or exc})")
+            else:
+                try:
+                    item = validate_row(row, name, rows.line_no)
+                except InputError as exc:
+                    item = exc
+            yield row_index, rows.line_no, item
             row_index += 1
             if limit is not None and row_index >= limit:
                 return
