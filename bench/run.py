@@ -32,9 +32,10 @@ CALLS_PER_ROLLOUT = 2  # the weather policy: call get_weather, then answer
 class FakeServer:
     """tests/fake_openai.py in its own process, at a given latency."""
 
-    def __init__(self, latency_ms: float):
+    def __init__(self, latency_ms: float, jitter_ms: float = 0.0):
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests/fake_openai.py"), "--port", "0", "--latency-ms", str(latency_ms)],
+            [sys.executable, str(ROOT / "tests/fake_openai.py"), "--port", "0", "--latency-ms", str(latency_ms),
+             "--jitter-ms", str(jitter_ms)],
             stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
@@ -102,11 +103,13 @@ def main() -> None:
     args = parser.parse_args()
     n = 500 if args.quick else 2000
     scenarios = [
-        # name, latency ms, rollouts, parallel
-        ("0ms p64", 0, n, 64),
-        ("100ms p64", 100, n, 64),
-        ("100ms p1024", 100, 5 * n, 1024),
-        ("0ms p64 x10 (RSS flat?)", 0, 10 * n, 64),
+        # name, latency ms, jitter ms, rollouts, parallel
+        ("0ms p64", 0, 0, n, 64),
+        ("100ms p64", 100, 0, n, 64),
+        ("100±20ms p64", 100, 20, n, 64),
+        ("100ms p1024", 100, 0, 5 * n, 1024),
+        ("0ms p64 1k", 0, 0, 1000, 64),
+        ("0ms p64 100k", 0, 0, 20 * n if args.quick else 100_000, 64),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
     env["OPENAI_API_KEY"] = "sk-bench"
@@ -116,10 +119,10 @@ def main() -> None:
         if not args.only:
             print(f"gym --help: {time_command(['--help'], env) * 1000:.0f} ms; "
                   f"gym plugins list: {time_command(['plugins', 'list'], env) * 1000:.0f} ms (best of 5)")
-        for name, latency, count, parallel in scenarios:
+        for name, latency, jitter, count, parallel in scenarios:
             if args.only and args.only not in name:
                 continue
-            server = FakeServer(latency)
+            server = FakeServer(latency, jitter)
             env["OPENAI_BASE_URL"] = server.url
             try:
                 tasks = make_input(tmp_path, count)

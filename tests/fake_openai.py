@@ -15,7 +15,8 @@ that output's temperature and conditions. Tests script it further:
 * ``rules``: fault specs with a ``"match"`` substring, applied to every request whose raw
   body contains it (before ``faults``), so one task fails whatever the scheduling order;
   ``"times": N`` makes a rule expire after N uses;
-* ``latency``: seconds to sleep before each answer.
+* ``latency``: seconds to sleep before each answer; ``jitter``: each sleep is drawn
+  uniformly from ``latency ± jitter`` (seeded), as real model latencies vary.
 
 Every request's path, headers, body and arrival time (``at``, ``time.monotonic()``) are
 kept in ``requests`` (``GET /_requests``), so tests can check retry delays.
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import re
 import threading
 import time
@@ -81,8 +83,10 @@ def _text_of(content: Any) -> str:
 class FakeOpenAI:
     """State and handlers of one fake server; start with :meth:`start_in_thread`."""
 
-    def __init__(self, latency: float = 0.0, keep_requests: bool = True):
+    def __init__(self, latency: float = 0.0, keep_requests: bool = True, jitter: float = 0.0):
         self.latency = latency
+        self.jitter = jitter
+        self._random = random.Random(0)
         self.keep_requests = keep_requests
         self.script: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any] | None] = []
@@ -161,7 +165,10 @@ class FakeOpenAI:
         if fault is None and self.faults:
             fault = self.faults.pop(0)
         if self.latency:
-            await asyncio.sleep(self.latency)
+            delay = self.latency
+            if self.jitter:
+                delay += self._random.uniform(-self.jitter, self.jitter)
+            await asyncio.sleep(max(delay, 0.0))
         if fault:
             if fault.get("hang"):
                 await asyncio.sleep(fault["hang"])
@@ -253,8 +260,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="latency varies uniformly by +- this")
     args = parser.parse_args()
-    server = FakeOpenAI(latency=args.latency_ms / 1000, keep_requests=False)
+    server = FakeOpenAI(latency=args.latency_ms / 1000, keep_requests=False, jitter=args.jitter_ms / 1000)
 
     async def serve() -> None:
         url = await server.start(port=args.port)
