@@ -122,6 +122,9 @@ _SCHEMAS: dict[str, Any] = {
         "task_index": {"type": "integer", "minimum": 0, "default": 0},
         "rollout_index": {"type": "integer", "minimum": 0, "default": 0},
         "max_steps": {"type": "integer", "minimum": 1, "description": "Default: the runner's (16)."},
+        "max_retries": {"type": "integer", "minimum": 0,
+                        "description": "Retries of a failed model call (408/409/429/5xx, lost connection). "
+                                       "Default: the runner's (5)."},
         "overrides": {"type": "object", "description": "responses_create_params overrides (temperature, ...)."}}},
     "Rollout": {
         "type": "object", "additionalProperties": True,

@@ -139,6 +139,7 @@ class ServedRunner:
         body = orjson.dumps({
             "task": converter.unstructure(task), "task_index": task_index, "rollout_index": rollout_index,
             "max_steps": self.config.max_steps, "overrides": self.config.overrides,
+            "max_retries": self.config.retry.max_retries,
         }, option=orjson.OPT_NON_STR_KEYS)
         tried: set[int] = set()
         while True:

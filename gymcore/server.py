@@ -327,8 +327,10 @@ class Host:
         task = task_from(body.get("task"), "request body", prefix="task")
         task_index = int_field(body, "task_index", 0, 0)
         rollout_index = int_field(body, "rollout_index", 0, 0)
+        retries = int_field(body, "max_retries", self.agent_config.retry.max_retries, 0)
         config = AgentConfig(max_steps=int_field(body, "max_steps", self.agent_config.max_steps, 1),
-                             overrides=self.agent_config.overrides)
+                             overrides=self.agent_config.overrides,
+                             retry=attrs.evolve(self.agent_config.retry, max_retries=retries))
         overrides = body.get("overrides")
         if overrides is not None:
             if not isinstance(overrides, dict):

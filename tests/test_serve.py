@@ -21,7 +21,9 @@ from openai.types.responses import Response
 from openapi_spec_validator import validate
 
 from gymcore import hookimpl, responses
+from gymcore.agent import AgentConfig
 from gymcore.collector import CollectConfig, collect
+from gymcore.retry import RetryPolicy
 from gymcore.openapi import openapi_document
 from gymcore.server import check_bind, create_app, is_loopback, serving
 
@@ -590,3 +592,22 @@ async def test_a_runner_lost_mid_collection_sends_the_rest_to_the_other(fake_ope
     assert len(failed) <= 4  # at most what was in flight on the lost runner
     assert all(l["error"] is None and l["reward"] == 1.0 for l in ok) and survivor > len(ok) / 2
     assert summary["rollouts"] == len(ok) + len(failed) and summary["failed"] == len(failed)
+
+
+async def test_collect_max_retries_reaches_the_runner(fake_openai, gym_env, tmp_path, fresh_plugins):
+    """Retries happen where the model is called (on the runner), under the collector's
+    --max-retries: 0 fails the rollout at the first 503, the default rides it out."""
+    with gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (_proc, url):
+        results = {}
+        for retries in (0, 2):
+            fake_openai.faults = [{"status": 503, "retry_after": 0}]
+            out = tmp_path / f"out-{retries}.jsonl"
+            config = CollectConfig(agent="weather", model="", output=out, limit=1, parallel=1, progress=False,
+                                   servers=[url], agent_config=AgentConfig(retry=RetryPolicy(max_retries=retries)))
+            summary = await collect(fresh_plugins(), config)
+            failures = out.with_name(out.stem + ".failures.jsonl")
+            results[retries] = (summary, read_jsonl(failures) if failures.exists() else [])
+    summary, failed = results[0]
+    assert summary["failed"] == 1 and failed[0]["attempts"] == 1 and "503" in failed[0]["message"]
+    summary, failed = results[2]
+    assert summary["failed"] == 0 and failed == [] and summary["mean_reward"] == 1.0
