@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from serve_vs_embedded import proc_cpu, read_line_with  # bench/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 GYM = str(Path(sys.executable).parent / "gym")
 EXAMPLE = ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl"
@@ -87,6 +89,14 @@ def run_collect(server: FakeServer, args: list[str], env: dict) -> dict:
     }
 
 
+def proc_peak_rss_mb(pid: int) -> float:
+    """Peak RSS of a live process (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def time_command(args: list[str], env: dict, repeat: int = 5) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -110,6 +120,7 @@ def main() -> None:
         ("100ms p1024", 100, 0, 5 * n, 1024),
         ("0ms p64 1k", 0, 0, 1000, 64),
         ("0ms p64 100k", 0, 0, 20 * n if args.quick else 100_000, 64),
+        ("served 0ms p64", 0, 0, n, 64),  # gym serve + gym collect --server; CPU of both
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
     env["OPENAI_API_KEY"] = "sk-bench"
@@ -124,14 +135,28 @@ def main() -> None:
                 continue
             server = FakeServer(latency, jitter)
             env["OPENAI_BASE_URL"] = server.url
+            runner = None
             try:
                 tasks = make_input(tmp_path, count)
                 out = tmp_path / "out.jsonl"
                 out.unlink(missing_ok=True)
+                where = ["--model", "openai:bench"]
+                if name.startswith("served"):
+                    runner = subprocess.Popen([GYM, "serve", "--agent", "weather", "--model", "openai:bench",
+                                               "--port", "0"], env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, text=True)
+                    where = ["--server", read_line_with(runner, "serving on ")]
+                    runner_cpu = proc_cpu(runner.pid)
                 result = run_collect(server, [
-                    "--agent", "weather", "--model", "openai:bench", "--input", str(tasks),
+                    "--agent", "weather", *where, "--input", str(tasks),
                     "--output", str(out), "--parallel", str(parallel), "-q"], env)
+                if runner is not None:  # the runner's share of the work counts too
+                    result["cpu_s"] += proc_cpu(runner.pid) - runner_cpu
+                    result["rss_mb"] += proc_peak_rss_mb(runner.pid)
             finally:
+                if runner is not None:
+                    runner.terminate()
+                    runner.wait(30)
                 server.close()
             lines = sum(1 for _ in open(out))
             assert lines == count, f"{name}: {lines} lines, expected {count}"
@@ -154,8 +179,9 @@ def main() -> None:
                           f"{cpu:.3f}",
                           f"{startup:.3f}" if startup is not None else "-", f"{rss:.0f}"]))
     print("\n(rollouts/s: end to end, process start included; 'after start-up': from the first model\n"
-          " request to exit; limit = parallel / (2 calls x latency); CPU: the collector process only,\n"
-          " start-up included; start-up: process start to first model request)")
+          " request to exit; limit = parallel / (2 calls x latency); CPU: the collector process, start-up\n"
+          " included (served: collector + runner, the runner's start-up excluded); start-up: process\n"
+          " start to first model request; peak RSS: collector (served: collector + runner))")
 
 
 if __name__ == "__main__":
