@@ -5,12 +5,15 @@ Backends come from plugins' ``register_models`` hooks (see :mod:`gymcore.hookspe
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import attrs
 
 from .errors import GymError, ModelError
 from .plugins import Plugins
+
+if TYPE_CHECKING:  # the openai SDK's typed request params, for type checkers only (no import cost)
+    from openai.types.responses import ResponseCreateParams
 
 __all__ = ["ModelBackend", "ModelContext", "ModelError", "BackendInfo", "model_backends", "create_backend"]
 
@@ -18,7 +21,7 @@ __all__ = ["ModelBackend", "ModelContext", "ModelError", "BackendInfo", "model_b
 class ModelBackend(Protocol):
     label: str
 
-    async def create_response(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    async def create_response(self, request: ResponseCreateParams) -> dict[str, Any]: ...
 
     async def aclose(self) -> None: ...
 

@@ -8,13 +8,16 @@ pydantic models validate what we accept, in the tests.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from gymcore import __version__
 from gymcore.errors import ModelError
+
+if TYPE_CHECKING:  # typed request params from the openai SDK, without importing it at run time
+    from openai.types.responses import ResponseCreateParams
 
 from .chat import chat_to_response, request_to_chat
 
@@ -105,7 +108,7 @@ class OpenAIBackend:
                              kind="protocol")
         return data
 
-    async def create_response(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def create_response(self, request: ResponseCreateParams) -> dict[str, Any]:
         if self.mode == "openai-chat":
             data = await self.post(request_to_chat(request, self.model))
             try:
