@@ -130,6 +130,7 @@ def test_collect_with_replay_scores_every_example(generated, name, cli_env, tmp_
     (["name=my-env"], "name 'my-env' is not a valid Python identifier"),
     (["name=2fast"], "name '2fast' is not a valid Python identifier"),
     (["name=class"], "name 'class' is not a valid Python identifier"),
+    (["name=foo_"], "name 'foo_' may not end with _: the distribution gym-foo- would not be a valid package name"),
     (["name=weather"], "name 'weather' is already taken by an installed gym plugin"),
     (["name=replay"], "name 'replay' is already taken"),  # model plugins share the namespace
     (["name=ok", "tool_name=do-it"], "tool_name 'do-it' is not a valid Python identifier"),
@@ -178,9 +179,10 @@ def test_plain_cookiecutter_hook_refuses_a_taken_name(tmp_path, cli_env):
     from cookiecutter.exceptions import FailedHookException
     from cookiecutter.main import cookiecutter
 
-    with pytest.raises(FailedHookException):
-        cookiecutter(str(ROOT / "cookiecutter-resource"), no_input=True, output_dir=str(tmp_path),
-                     extra_context={"name": "weather"}, config_file=cli_env["COOKIECUTTER_CONFIG"])
+    for name in ("weather", "foo_"):
+        with pytest.raises(FailedHookException):
+            cookiecutter(str(ROOT / "cookiecutter-resource"), no_input=True, output_dir=str(tmp_path),
+                         extra_context={"name": name}, config_file=cli_env["COOKIECUTTER_CONFIG"])
     assert list(tmp_path.iterdir()) == []
 
 
