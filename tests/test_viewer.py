@@ -6,9 +6,11 @@ rollouts, 4 tasks x 3 repeats, lines 1-12 in task order."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import urllib.request
 
 import orjson
@@ -19,7 +21,7 @@ from gymcore.viewer import index as index_module
 from gymcore.viewer.app import create_app
 from gymcore.viewer.index import RolloutIndex
 
-from .conftest import GYM, run_gym
+from .conftest import GYM, ROOT, run_gym
 from .viewer_data import XSS, Page, rollout, sample_rollouts, weather_turn, write_rollouts
 
 
@@ -425,3 +427,15 @@ def test_gym_view_errors(tmp_path):
     assert missing.returncode != 0 and "nope.jsonl: no such file" in missing.stderr
     assert "exactly one FILE" in run_gym("view").stderr
     assert "unknown argument +jsonl" in run_gym("view", "+jsonl=x").stderr
+
+
+def test_browser_tests_skip_saying_why_without_chromium(tmp_path):
+    """Where chromium cannot be had, the run still passes and says why the browser tests did
+    not run (one other test runs alongside, as in the full suite)."""
+    env = {**os.environ, "GYM_TEST_CHROMIUM": str(tmp_path / "no-chromium")}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_viewer_browser.py", "tests/test_viewer.py::test_unknown_lines_are_404"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"browser tests skipped: chromium not found at {tmp_path / 'no-chromium'}" in result.stdout
+    assert re.match(r"1 passed, 1 skipped in ", result.stdout.strip().splitlines()[-1]), result.stdout
