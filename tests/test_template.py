@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from .conftest import ROOT, read_jsonl, run_gym
 #: name -> (how it is generated, its first tool). word_tally checks the _ -> - of the dist name.
 GENERATED = {"tally": ("api", "plus"), "word_tally": ("cli", "add")}
 DISTRIBUTIONS = ["gym-tally", "gym-word-tally"]
+#: Answers that must reach pyproject.toml intact: beyond the BMP, quotes, a backslash.
+DESCRIPTION = 'Counts words 🧮 "exactly", für alle'
+AUTHOR = 'José "Pepe" \\ Ñ'
 
 
 def pip(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +56,8 @@ def generated(tmp_path_factory, cli_env):
                                 config_file=cli_env["COOKIECUTTER_CONFIG"])
         else:
             result = run_gym("new", "resource", "--no-input", f"name={name}", f"tool_name={tool}",
-                             "author_email=", "--output-dir", str(out), env=cli_env)
+                             f"description={DESCRIPTION}", f"author={AUTHOR}", "author_email=",
+                             "--output-dir", str(out), env=cli_env)
             assert result.returncode == 0, result.stderr
             path = result.stdout.strip().removeprefix("created ")
         paths[name] = Path(path)
@@ -75,7 +80,8 @@ def test_generated_layout(generated):
         assert f"`{hook}(" in readme
     assert "{{" not in readme and "gym collect --agent tally --model replay" in readme
     # author_email= given empty: no email in the (installable) metadata
-    assert 'authors = [{name = "Your Name"}]' in (generated["word_tally"] / "pyproject.toml").read_text()
+    project = tomllib.loads((generated["word_tally"] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["description"] == DESCRIPTION and project["authors"] == [{"name": AUTHOR}]
 
 
 @pytest.mark.parametrize("name", GENERATED)
