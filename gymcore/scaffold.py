@@ -68,6 +68,9 @@ def check_answers(answers: dict[str, str], taken: Iterable[str] = ()) -> None:
         if not is_identifier(name):
             raise GymError(f"name {name!r} is not a valid Python identifier (letters, digits and _, not "
                            "starting with a digit, not a keyword), e.g. my_env")
+        if name.endswith("_"):
+            raise GymError(f"name {name!r} may not end with _: the distribution {distribution_name(name)} "
+                           "would not be a valid package name")
         if name in set(taken):
             raise GymError(f"name {name!r} is already taken by an installed gym plugin; pick another "
                            "(see `gym plugins list`)")

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from .conftest import ROOT, read_jsonl, run_gym
 #: name -> (how it is generated, its first tool). word_tally checks the _ -> - of the dist name.
 GENERATED = {"tally": ("api", "plus"), "word_tally": ("cli", "add")}
 DISTRIBUTIONS = ["gym-tally", "gym-word-tally"]
+#: Answers that must reach pyproject.toml intact: beyond the BMP, quotes, a backslash.
+DESCRIPTION = 'Counts words 🧮 "exactly", für alle'
+AUTHOR = 'José "Pepe" \\ Ñ'
 
 
 def pip(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +56,8 @@ def generated(tmp_path_factory, cli_env):
                                 config_file=cli_env["COOKIECUTTER_CONFIG"])
         else:
             result = run_gym("new", "resource", "--no-input", f"name={name}", f"tool_name={tool}",
-                             "author_email=", "--output-dir", str(out), env=cli_env)
+                             f"description={DESCRIPTION}", f"author={AUTHOR}", "author_email=",
+                             "--output-dir", str(out), env=cli_env)
             assert result.returncode == 0, result.stderr
             path = result.stdout.strip().removeprefix("created ")
         paths[name] = Path(path)
@@ -75,13 +80,15 @@ def test_generated_layout(generated):
         assert f"`{hook}(" in readme
     assert "{{" not in readme and "gym collect --agent tally --model replay" in readme
     # author_email= given empty: no email in the (installable) metadata
-    assert 'authors = [{name = "Your Name"}]' in (generated["word_tally"] / "pyproject.toml").read_text()
+    project = tomllib.loads((generated["word_tally"] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["description"] == DESCRIPTION and project["authors"] == [{"name": AUTHOR}]
 
 
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_tests_pass_as_generated(generated, name, cli_env):
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                            cwd=generated[name], env=cli_env, capture_output=True, text=True, timeout=120)
+    # `pytest gym-<name>` from the directory it was generated in, as the issue and README say
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", generated[name].name],
+                            cwd=generated[name].parent, env=cli_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^10 passed", result.stdout, re.M), result.stdout
 
@@ -130,6 +137,7 @@ def test_collect_with_replay_scores_every_example(generated, name, cli_env, tmp_
     (["name=my-env"], "name 'my-env' is not a valid Python identifier"),
     (["name=2fast"], "name '2fast' is not a valid Python identifier"),
     (["name=class"], "name 'class' is not a valid Python identifier"),
+    (["name=foo_"], "name 'foo_' may not end with _: the distribution gym-foo- would not be a valid package name"),
     (["name=weather"], "name 'weather' is already taken by an installed gym plugin"),
     (["name=replay"], "name 'replay' is already taken"),  # model plugins share the namespace
     (["name=ok", "tool_name=do-it"], "tool_name 'do-it' is not a valid Python identifier"),
@@ -178,9 +186,10 @@ def test_plain_cookiecutter_hook_refuses_a_taken_name(tmp_path, cli_env):
     from cookiecutter.exceptions import FailedHookException
     from cookiecutter.main import cookiecutter
 
-    with pytest.raises(FailedHookException):
-        cookiecutter(str(ROOT / "cookiecutter-resource"), no_input=True, output_dir=str(tmp_path),
-                     extra_context={"name": "weather"}, config_file=cli_env["COOKIECUTTER_CONFIG"])
+    for name in ("weather", "foo_"):
+        with pytest.raises(FailedHookException):
+            cookiecutter(str(ROOT / "cookiecutter-resource"), no_input=True, output_dir=str(tmp_path),
+                         extra_context={"name": name}, config_file=cli_env["COOKIECUTTER_CONFIG"])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,9 +6,12 @@ rollouts, 4 tasks x 3 repeats, lines 1-12 in task order."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
+import urllib.parse
 import urllib.request
 
 import orjson
@@ -19,8 +22,9 @@ from gymcore.viewer import index as index_module
 from gymcore.viewer.app import create_app
 from gymcore.viewer.index import RolloutIndex
 
-from .conftest import GYM, run_gym
-from .viewer_data import XSS, Page, rollout, sample_rollouts, weather_turn, write_rollouts
+from .conftest import GYM, ROOT, run_gym
+from .viewer_data import (XSS, Page, call, message, output, reasoning, rollout, sample_rollouts, weather_turn,
+                          write_rollouts)
 
 
 @pytest.fixture
@@ -210,6 +214,15 @@ def test_rollout_page_shows_every_part(client):
     assert "/compare?a=11&b=10" in view.links and "/compare?a=11&b=12" in view.links  # the task's repeats
 
 
+def test_rollout_arguments_and_json_outputs_are_pretty_printed(client):
+    """Stored as one-line JSON strings; shown indented. Text that is not JSON stays as it is."""
+    pres = page(client, "/rollouts/11").pres
+    assert '{\n  "query": "Lima climate"\n}' in pres  # arguments of the first call
+    assert '{\n  "city": "Lima"\n}' in pres  # the second call's arguments and its JSON output
+    assert pres.count('{\n  "city": "Lima"\n}') == 2
+    assert "Lima: mild, dry, foggy in winter (garúa)." in pres
+
+
 def test_rollout_steps_follow_the_episode(client):
     view = page(client, "/rollouts/7")
     text = view.all_text
@@ -378,6 +391,48 @@ def test_model_output_is_escaped(client, url):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+HOSTILE = XSS + '"><img src=x onerror=alert(2)>'
+
+
+def hostile_rollouts() -> list[dict]:
+    """Model output (and a hand-edited file) with markup in every field a page shows."""
+    h = HOSTILE
+    first = rollout(0, 0, "Oslo", [reasoning(h), call("get_" + h, "c1", city=h), output("c1", h),
+                                   {"type": "function_call", "call_id": "c2", "name": h, "arguments": h},
+                                   {"type": h, "payload": h}, message(h)], 0.5)
+    params = first["responses_create_params"]
+    params["instructions"] = params[h] = h
+    params["input"].append({"role": h, "content": [{"type": "input_text", "text": h}]})
+    params["tools"][0].update(name=h, description=h)
+    first.update({"id": h, "agent": h, "model": h, "stop_reason": h, "metric_names": [h, "note"], h: 1, "note": h})
+    first["timing"][h] = 1.0
+    first["response"]["usage"][h] = {h: 3}
+    failed = rollout(0, 1, "Oslo", None, None, error={"type": h, "kind": h, "status": h, "message": h})
+    return [first, failed, rollout(1, 0, h, [message(h)], 1.0)]
+
+
+def test_markup_in_any_field_is_shown_as_text_on_every_page(tmp_path):
+    path = write_rollouts(tmp_path / "hostile.jsonl", hostile_rollouts())
+    path.with_name("hostile.failures.jsonl").write_text(
+        json.dumps({"class": HOSTILE, "message": HOSTILE, "task_index": 0, "attempts": HOSTILE}) + "\n"
+        + json.dumps({"error": {"type": HOSTILE, "kind": HOSTILE, "message": HOSTILE}}) + "\n")
+    client = create_app(path, wait=None).test_client()
+    q = urllib.parse.quote(HOSTILE)
+    shown = ["/", "/rollouts", "/rollouts/1", "/rollouts/2", "/compare?a=1&b=3", "/tasks", "/failures",
+             f"/rollouts?q={q}", f"/rollouts?reward_min={q}", f"/tasks?flag={q}", f"/failures?class={q}"]
+    quiet = [f"/rollouts?task={q}", f"/rollouts?tool={q}", f"/rollouts?sort={q}", f"/compare?a={q}&b=1",
+             f"/{q}", "/rollouts/99"]
+    for url in shown + quiet:
+        response = client.get(url)
+        view = Page(response.get_data(as_text=True))
+        assert not {"script", "img", "iframe", "object", "embed"} & set(view.tags), url
+        assert view.handlers == [], url
+        if url in shown:
+            assert XSS in view.all_text, url
+    text = Page(client.get("/rollouts/1").get_data(as_text=True)).all_text
+    assert text.count(HOSTILE) >= 12  # id, agent, model, stop, input, tools, steps, metrics, usage, timing
+
+
 def test_only_the_named_file_is_served(client):
     for url in ("/rollouts/../../etc/passwd", "/static/../app.py", "/static/%2e%2e/app.py", "/file?path=/etc/passwd"):
         assert client.get(url).status_code == 404, url
@@ -425,3 +480,15 @@ def test_gym_view_errors(tmp_path):
     assert missing.returncode != 0 and "nope.jsonl: no such file" in missing.stderr
     assert "exactly one FILE" in run_gym("view").stderr
     assert "unknown argument +jsonl" in run_gym("view", "+jsonl=x").stderr
+
+
+def test_browser_tests_skip_saying_why_without_chromium(tmp_path):
+    """Where chromium cannot be had, the run still passes and says why the browser tests did
+    not run (one other test runs alongside, as in the full suite)."""
+    env = {**os.environ, "GYM_TEST_CHROMIUM": str(tmp_path / "no-chromium")}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_viewer_browser.py", "tests/test_viewer.py::test_unknown_lines_are_404"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"browser tests skipped: chromium not found at {tmp_path / 'no-chromium'}" in result.stdout
+    assert re.match(r"1 passed, 1 skipped in ", result.stdout.strip().splitlines()[-1]), result.stdout

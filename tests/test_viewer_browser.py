@@ -6,6 +6,7 @@ test-artifacts/viewer/ (one PNG per test, named after it)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -18,14 +19,15 @@ from gymcore.viewer.app import create_app
 from .conftest import ROOT
 from .viewer_data import XSS, write_rollouts
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's chromium; GYM_TEST_CHROMIUM names another binary (a missing path skips these tests).
+CHROMIUM = Path(os.environ.get("GYM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "viewer"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-if not CHROMIUM.exists():
-    pytest.skip(f"browser tests skipped: Debian chromium not found at {CHROMIUM} "
-                "(`make test` installs it with apt-get when run as root)", allow_module_level=True)
+if not CHROMIUM.is_file():
+    pytest.skip(f"browser tests skipped: chromium not found at {CHROMIUM} (`make test` installs Debian's "
+                "with apt-get when run as root; GYM_TEST_CHROMIUM=PATH names another)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests skipped: playwright is not installed "
                                "(pip install -e '.[test]')")
 

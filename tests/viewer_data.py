@@ -103,7 +103,8 @@ def write_rollouts(path: Path, rows: list[dict] | None = None) -> Path:
 
 class Page(HTMLParser):
     """The parts of a viewer page the tests look at: table rows (cell texts), links, the
-    checked-for-compare line numbers, element ids, and all visible text."""
+    checked-for-compare line numbers, element ids, the text of each <pre> as it is, event
+    handler attributes (there must be none), and all visible text."""
 
     def __init__(self, html: str):
         super().__init__()
@@ -113,6 +114,9 @@ class Page(HTMLParser):
         self.ids: set[str] = set()
         self.text: list[str] = []
         self.tags: list[str] = []
+        self.pres: list[str] = []
+        self.handlers: list[tuple[str, str]] = []
+        self._pre: list[str] | None = None
         self._cell: list[str] | None = None
         self._row: list[str] | None = None
         self._in_tbody = False
@@ -121,6 +125,9 @@ class Page(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.append(tag)
+        self.handlers += [(tag, name) for name, _ in attrs.items() if name.startswith("on")]
+        if tag == "pre":
+            self._pre = []
         if attrs.get("id"):
             self.ids.add(attrs["id"])
         if tag == "a" and attrs.get("href"):
@@ -135,6 +142,9 @@ class Page(HTMLParser):
             self._cell = []
 
     def handle_endtag(self, tag):
+        if tag == "pre" and self._pre is not None:
+            self.pres.append("".join(self._pre))
+            self._pre = None
         if tag == "tbody":
             self._in_tbody = False
         elif tag in ("td", "th") and self._row is not None and self._cell is not None:
@@ -146,6 +156,8 @@ class Page(HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
+        if self._pre is not None:
+            self._pre.append(data)
         if self._cell is not None:
             self._cell.append(data)
 

@@ -26,6 +26,9 @@ def is_identifier(value: str) -> bool:
 if not is_identifier(NAME):
     fail(f"name {NAME!r} is not a valid Python identifier (letters, digits and _, not "
          "starting with a digit, not a keyword), e.g. my_env")
+if NAME.endswith("_"):
+    fail(f"name {NAME!r} may not end with _: the distribution gym-{NAME.replace('_', '-')} "
+         "would not be a valid package name")
 if not is_identifier(TOOL_NAME):
     fail(f"tool_name {TOOL_NAME!r} is not a valid Python identifier, e.g. lookup_order")
 if '"""' in DESCRIPTION or "\\" in DESCRIPTION:
