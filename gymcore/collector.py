@@ -150,6 +150,19 @@ def failure_limit(max_failures: float | None, total: int) -> int | None:
     return int(max_failures)
 
 
+def refuse_to_write_over_input(output: Path, input_path: Path) -> None:
+    """``--overwrite`` (or ``--resume``) with the input as the output, or as one of its
+    sidecars, would truncate or append to the tasks while they are read: refuse."""
+    for path in (output, failures_path(output), run_record_path(output), metrics_path(output)):
+        try:
+            same = path.exists() and input_path.exists() and path.samefile(input_path)
+        except OSError:
+            continue
+        if same:
+            raise GymError(f"{path} is the input file {input_path}: writing there would destroy the tasks; "
+                           "pick another --output")
+
+
 def _jobs(path: Path, limit: int | None, repeats: int, state: ResumeState) -> Iterator[tuple[int, int, Task]]:
     for task_index, _line, task in iter_rows(path, limit):
         if isinstance(task, InputError):  # reported before the run; only here with --skip-invalid
@@ -164,6 +177,7 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
              stats: RunStats) -> tuple[Path, InputScan, RunRecord, ResumeState]:
     """Validate the input, identify the run, and (resuming) check and scan what is done."""
     input_path = resolve_input(config, runner)
+    refuse_to_write_over_input(config.output, Path(input_path))
     scan = scan_input(input_path, config.limit)  # validates every row before any work
     if scan.invalid and not config.skip_invalid:
         raise InvalidInputError(scan)

@@ -183,3 +183,21 @@ def test_resume_may_raise_limit_and_repeats(tmp_path, gym_env, fake_openai):
     assert result.returncode == 0 and len(fake_openai.requests) == 12
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
     assert metrics["rollouts"] == metrics["resumed"] == 6 and metrics["invocation"] == 3
+
+
+def test_the_input_is_never_written_over(tmp_path, gym_env):
+    """``--overwrite`` says the output may be replaced, not the tasks: an output that is the
+    input file (or whose failures sidecar is) is refused before anything is written."""
+    tasks = write_tasks(tmp_path / "tasks.jsonl")
+    original = tasks.read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tasks)
+    sidecar_named = tmp_path / "run.failures.jsonl"  # the failures sidecar of run.jsonl
+    sidecar_named.write_bytes(original)
+    for tasks_path, output, flag in ((tasks, tasks, "--overwrite"), (tasks, link, "--overwrite"),
+                                     (tasks, tasks, "--resume"), (sidecar_named, tmp_path / "run.jsonl", "--overwrite")):
+        result = run_gym(*collect_args(tasks_path, output, flag), env=gym_env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"is the input file {tasks_path}: writing there would destroy the tasks" in result.stderr
+        assert tasks_path.read_bytes() == original
+    assert not (tmp_path / "run.jsonl").exists() and not (tmp_path / "tasks.run.json").exists()
