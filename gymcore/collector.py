@@ -28,7 +28,8 @@ from .errors import GymError, InputError
 from .metrics import RunStats
 from .plugins import Plugins
 from .runfiles import (JsonlAppender, ResumeState, RunRecord, failure_record, failures_path, file_sha256,
-                       metrics_path, refuse_to_overwrite, resume, run_record_path, write_json_atomic)
+                       metrics_path, refuse_to_overwrite, refuse_to_write_over_input, resume, run_record_path,
+                       write_json_atomic)
 from .runners import EmbeddedRunner, RolloutRunner
 from .stopping import DEFAULT_GRACE, RunControl
 
@@ -148,19 +149,6 @@ def failure_limit(max_failures: float | None, total: int) -> int | None:
     if 0 < max_failures < 1:
         return math.floor(max_failures * total + 1e-9)  # 0.29 * 100 is 28.999...
     return int(max_failures)
-
-
-def refuse_to_write_over_input(output: Path, input_path: Path) -> None:
-    """``--overwrite`` (or ``--resume``) with the input as the output, or as one of its
-    sidecars, would truncate or append to the tasks while they are read: refuse."""
-    for path in (output, failures_path(output), run_record_path(output), metrics_path(output)):
-        try:
-            same = path.exists() and input_path.exists() and path.samefile(input_path)
-        except OSError:
-            continue
-        if same:
-            raise GymError(f"{path} is the input file {input_path}: writing there would destroy the tasks; "
-                           "pick another --output")
 
 
 def _jobs(path: Path, limit: int | None, repeats: int, state: ResumeState) -> Iterator[tuple[int, int, Task]]:
