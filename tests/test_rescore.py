@@ -63,7 +63,7 @@ def test_verify_rejects_lines_that_are_not_rollouts(tmp_path, plugins):
         asyncio.run(rescore(plugins, RescoreConfig(bad, tmp_path / "new.jsonl")))
 
 
-@pytest.mark.parametrize("corrupt, where", [
+CORRUPTIONS = [
     (lambda line: line.update(response="oops"), "field 'response': expected an object or null, got str"),
     (lambda line: line["response"].update(output={"a": 1}), "field 'response.output': expected a list"),
     (lambda line: line.update(reward="high"), "field 'reward': expected a number or null, got 'high'"),
@@ -71,18 +71,20 @@ def test_verify_rejects_lines_that_are_not_rollouts(tmp_path, plugins):
     (lambda line: line.update(timing={"total_s": "slow"}), "field 'timing.total_s': expected a number"),
     (lambda line: line.update(agent=None), "field 'agent': missing; pass --agent NAME"),
     (lambda line: line["responses_create_params"].pop("input"), "field 'responses_create_params.input': missing"),
-])
-def test_a_line_that_is_not_a_rollout_is_named_before_anything_is_written(collected, tmp_path, plugins,
-                                                                          corrupt, where):
-    lines = read_jsonl(collected)
-    corrupt(lines[6])
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    new = tmp_path / "new.jsonl"
-    with pytest.raises(GymError) as info:
-        asyncio.run(rescore(plugins, RescoreConfig(bad, new)))
-    assert str(info.value).startswith(f"{bad}:7: {where}"), str(info.value)
-    assert not new.exists() and not (tmp_path / "new.failures.jsonl").exists()
+]
+
+
+def test_a_line_that_is_not_a_rollout_is_named_before_anything_is_written(collected, tmp_path, plugins):
+    for corrupt, where in CORRUPTIONS:  # one collection, every way a line can be wrong
+        lines = read_jsonl(collected)
+        corrupt(lines[6])
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        new = tmp_path / "new.jsonl"
+        with pytest.raises(GymError) as info:
+            asyncio.run(rescore(plugins, RescoreConfig(bad, new)))
+        assert str(info.value).startswith(f"{bad}:7: {where}"), str(info.value)
+        assert not new.exists() and not (tmp_path / "new.failures.jsonl").exists()
 
 
 def test_an_unknown_agent_or_a_sidecar_over_the_source_fails_before_writing(collected, tmp_path):
