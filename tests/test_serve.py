@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
+import attrs
 import openai
 import pytest
 from openai.types.responses import Response
@@ -385,6 +386,30 @@ async def test_each_rollout_stays_on_one_runner(fresh_plugins, tmp_path):
     assert min(by_runner.values()) > 0 and sum(by_runner.values()) == 40, by_runner
     assert tool_a.setups == by_runner["A"] and tool_b.setups == by_runner["B"]
     assert tool_a.live == tool_b.live == 0
+
+
+async def test_losing_every_runner_keeps_what_was_written_and_resume_finishes(fresh_plugins, tmp_path):
+    plugins, tool = stamp_plugins(fresh_plugins, "A", delay=0.01)
+    config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=2, progress=False,
+                           input=write_tasks(tmp_path / "tasks.jsonl", 30))
+    async with serving(create_app(plugins, ["stamp"], "scripted:3")) as url:
+        config.servers = [url]
+        run = asyncio.create_task(collect(fresh_plugins(), config))
+        for _ in range(500):  # bounded: until some rollouts are done
+            if tool.teardowns >= 6:
+                break
+            await asyncio.sleep(0.01)
+    # the only runner stopped (its in-flight rollouts were answered first)
+    with pytest.raises(GymError, match="no gym server accepts connections: .*kept: start a runner and add --resume"):
+        await asyncio.wait_for(run, 20)
+    done = read_jsonl(config.output)
+    assert 6 <= len(done) < 30 and len({l["task_index"] for l in done}) == len(done)
+    plugins_b, _tool_b = stamp_plugins(fresh_plugins, "B")
+    async with serving(create_app(plugins_b, ["stamp"], "scripted:3")) as url_b:
+        summary = await collect(fresh_plugins(), attrs.evolve(config, servers=[url_b], resume=True))
+    lines = read_jsonl(config.output)
+    assert sorted(l["task_index"] for l in lines) == list(range(30)) and lines[:len(done)] == done
+    assert summary["resumed"] == len(done) and summary["rollouts"] == 30 and summary["failed"] == 0
 
 
 @pytest.mark.parametrize("args, expected", [
