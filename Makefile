@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/serve_vs_embedded.py
 	$(BIN)/python bench/viewer.py
+	$(BIN)/python bench/input_scan.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -74,7 +74,7 @@ def run_collect(args: list[str], env: dict) -> tuple[float, float, dict]:
 def measure(mode: str, inputs: Path, n: int, parallel: int, env: dict, server: subprocess.Popen | None,
             url: str | None, out: Path) -> dict:
     args = ["--agent", "weather", "--input", str(inputs), "--output", str(out), "--parallel", str(parallel),
-            "--limit", str(n)]
+            "--limit", str(n), "--overwrite"]  # the same output, measured again
     if mode == "served":
         args += ["--server", url]
     else:

@@ -28,7 +28,8 @@ from .errors import GymError, InputError
 from .metrics import RunStats
 from .plugins import Plugins
 from .runfiles import (JsonlAppender, ResumeState, RunRecord, failure_record, failures_path, file_sha256,
-                       metrics_path, refuse_to_overwrite, resume, run_record_path, write_json_atomic)
+                       metrics_path, refuse_to_overwrite, refuse_to_write_over_input, resume, run_record_path,
+                       write_json_atomic)
 from .runners import EmbeddedRunner, RolloutRunner
 from .stopping import DEFAULT_GRACE, RunControl
 
@@ -164,6 +165,7 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
              stats: RunStats) -> tuple[Path, InputScan, RunRecord, ResumeState]:
     """Validate the input, identify the run, and (resuming) check and scan what is done."""
     input_path = resolve_input(config, runner)
+    refuse_to_write_over_input(config.output, Path(input_path))
     scan = scan_input(input_path, config.limit)  # validates every row before any work
     if scan.invalid and not config.skip_invalid:
         raise InvalidInputError(scan)

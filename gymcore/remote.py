@@ -145,8 +145,8 @@ class ServedRunner:
         while True:
             runner = self._pick(tried) or (None if tried else self._any_runner())
             if runner is None:
-                raise GymError("no gym server accepts connections: "
-                               + ", ".join(r.url for r in self.runners))
+                raise GymError("no gym server accepts connections: " + ", ".join(r.url for r in self.runners)
+                               + "; the rollouts written so far are kept: start a runner and add --resume")
             tried.add(id(runner))
             url = f"{runner.url}/agents/{self.agent}/rollouts"
             runner.in_flight += 1

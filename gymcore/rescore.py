@@ -19,8 +19,9 @@ from .environment import Environment
 from .errors import GymError
 from .metrics import RunStats
 from .plugins import Plugins
-from .runfiles import (JsonlAppender, failure_record, failures_path, metrics_path, read_complete_lines,
-                       refuse_to_overwrite, write_json_atomic)
+from .dataset import validate_row
+from .runfiles import (JsonlAppender, check_rollout_line, failure_record, failures_path, metrics_path,
+                       read_complete_lines, refuse_to_overwrite, refuse_to_write_over_input, write_json_atomic)
 from .runners import split_agent
 
 
@@ -54,26 +55,43 @@ async def verify_stored(env: Environment, rollout: Rollout) -> Verdict | dict[st
                 pass
 
 
+def check_rollouts_file(source: Path, agent: str | None) -> set[str]:
+    """Read the whole file once (streaming) and raise at the first line that is not a stored
+    rollout, naming file, line and field, so a bad file fails before any output exists.
+    Return the agents whose verify will score the lines."""
+    agents = {agent} if agent else set()
+    for line_no, line in read_complete_lines(source, repair=False, on_warning=lambda _message: None):
+        check_rollout_line(source, line_no, line)
+        validate_row(line, str(source), line_no)  # the task row it extends
+        if not agent:
+            if not isinstance(line.get("agent"), str) or not line["agent"]:
+                raise GymError(f"{source}:{line_no}: field 'agent': missing; pass --agent NAME")
+            agents.add(line["agent"])
+    return agents
+
+
 async def rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
     """Re-run ``verify`` on every rollout of ``config.rollouts``; return the summary (also
     written to the output's ``.metrics.json``)."""
     source, output = config.rollouts, config.output
     if not source.is_file():
         raise GymError(f"{source}: no such file")
-    if output.resolve() == source.resolve():
-        raise GymError(f"{output}: write the re-scored rollouts to a new file, not over the ones being read")
+    refuse_to_write_over_input(output, source)
     if not config.overwrite:
         refuse_to_overwrite(output, hint="pass --overwrite to replace it")
     envs: dict[str, Environment] = {}
+    for name in sorted(check_rollouts_file(source, config.agent)):  # before anything is written
+        envs[name] = await Environment.create(plugins, split_agent(name))
+
+    async def env_for(agent: str) -> Environment:  # lines appended since the check may name others
+        if agent not in envs:
+            envs[agent] = await Environment.create(plugins, split_agent(agent))
+        return envs[agent]
+
     # The file's number of repeats is not known up front: pass@k is folded at the end.
     stats = RunStats(repeats=sys.maxsize)
     counts: Counter = Counter()
     before_sum = 0.0
-
-    async def env_for(agent: str) -> Environment:
-        if agent not in envs:
-            envs[agent] = await Environment.create(plugins, split_agent(agent))
-        return envs[agent]
 
     async def one(line_no: int, line: dict[str, Any]) -> tuple[Rollout, float | None]:
         try:
@@ -82,8 +100,6 @@ async def rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
             raise GymError(f"{source}:{line_no}: not a stored rollout ({type(exc).__name__}: {exc})") from None
         old = rollout.reward
         agent = config.agent or rollout.agent
-        if not agent:
-            raise GymError(f"{source}:{line_no}: the line names no agent; pass --agent NAME")
         if rollout.response is None:  # a failed rollout stored by an older gymcore: nothing to verify
             rollout.error = {"type": "unscorable", "kind": None, "status": None,
                              "message": "the line has no response to verify"}

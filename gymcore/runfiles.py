@@ -223,6 +223,19 @@ def refuse_to_overwrite(output: Path, hint: str = RESUME_HINT) -> None:
             raise GymError(f"{path} already exists: {hint}")
 
 
+def refuse_to_write_over_input(output: Path, input_path: Path) -> None:
+    """An output (or a sidecar of it) that is the file being read would be truncated or
+    appended to while it is read, whatever ``--overwrite`` says about the output: refuse."""
+    for path in (output, failures_path(output), run_record_path(output), metrics_path(output)):
+        try:
+            same = path.exists() and input_path.exists() and path.samefile(input_path)
+        except OSError:
+            continue
+        if same:
+            raise GymError(f"{path} is the input file {input_path}: writing there would destroy it; "
+                           "pick another --output")
+
+
 def failure_record(rollout: Rollout, invocation: int) -> dict[str, Any]:
     """A failures-sidecar line: the task row, which rollout, and why it failed."""
     error = rollout.error or {}
@@ -261,10 +274,8 @@ def resume(output: Path, record: RunRecord, on_line: Callable[[dict[str, Any]], 
     state.invocation = previous.invocations + 1
     if output.exists():
         for line_no, line in read_complete_lines(output, repair=True):
-            key = _key(line)
-            if key is None:
-                raise GymError(f"{output}:{line_no}: not a rollout (no task_index/rollout_index)")
-            task_index, rollout_index = key
+            check_rollout_line(output, line_no, line)
+            task_index, rollout_index = line["task_index"], line["rollout_index"]
             state.done[task_index] = state.done.get(task_index, 0) | 1 << rollout_index
             state.lines += 1
             on_line(line)
@@ -277,6 +288,52 @@ def resume(output: Path, record: RunRecord, on_line: Callable[[dict[str, Any]], 
                 pending.add(key)
         state.failed_before = len(pending)
     return state
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def rollout_line_problem(line: dict[str, Any]) -> tuple[str, str] | None:
+    """The first field of a stored rollout line that gymcore could not have written, as
+    ``(field, what is wrong)``; ``None`` when the line reads back as a rollout. Checks what
+    resume and ``gym verify`` use, so an edited or foreign file is a clear error, not a crash."""
+    for name in ("task_index", "rollout_index"):
+        value = line.get(name)
+        if type(value) is not int or value < 0:
+            return name, "missing" if value is None else f"expected a whole number >= 0, got {value!r}"
+    if line.get("reward") is not None and not _is_number(line["reward"]):
+        return "reward", f"expected a number or null, got {line['reward']!r}"
+    response = line.get("response")
+    if response is not None:
+        if not isinstance(response, dict):
+            return "response", f"expected an object or null, got {type(response).__name__}"
+        if not isinstance(response.get("output"), list):
+            return "response.output", "expected a list of items"
+        if response.get("usage") is not None and not isinstance(response["usage"], dict):
+            return "response.usage", f"expected an object, got {type(response['usage']).__name__}"
+    for name in ("turns", "tool_calls", "tool_errors"):
+        if line.get(name) is not None and type(line[name]) is not int:
+            return name, f"expected a whole number, got {line[name]!r}"
+    for name in ("error", "timing"):
+        if line.get(name) is not None and not isinstance(line[name], dict):
+            return name, f"expected an object or null, got {type(line[name]).__name__}"
+    for key, value in (line.get("timing") or {}).items():
+        if not _is_number(value):
+            return f"timing.{key}", f"expected a number, got {value!r}"
+    names = line.get("metric_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        return "metric_names", "expected a list of names"
+    return None
+
+
+def check_rollout_line(path: Path, line_no: int, line: dict[str, Any]) -> None:
+    """Raise a :class:`GymError` naming file, line and field unless ``line`` is a rollout."""
+    problem = rollout_line_problem(line)
+    if problem is not None:
+        field, what = problem
+        raise GymError(f"{path}:{line_no}: field {field!r}: {what} (not a rollout as gym collect writes "
+                       "them; was this file edited?)")
 
 
 def _key(line: dict[str, Any]) -> tuple[int, int] | None:

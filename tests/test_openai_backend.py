@@ -203,3 +203,44 @@ def test_json_bodies_round_trip_unicode(fake_openai):
     out = asyncio.run(go())
     assert json.loads(out["output"][0]["arguments"]) == {"city": "São Paulo"}
     assert fake_openai.requests[0]["body"]["input"] == "Wetter in São Paulo? ☔"
+
+
+def test_retry_after_as_seconds_or_an_http_date(fake_openai):
+    """RFC 9110 lets Retry-After be a date (gateways and proxies send one): it is honoured as
+    the seconds until then; a date past is 0; a value that is neither is ignored (jitter)."""
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    past = format_datetime(datetime.now(timezone.utc) - timedelta(hours=1), usegmt=True)
+    fake_openai.faults = [{"status": 429, "retry_after": value} for value in (soon, past, "soon-ish", "1.5")]
+
+    async def go():
+        ours = backend(fake_openai.url)
+        waits = []
+        try:
+            for _ in range(4):
+                with pytest.raises(ModelError) as info:
+                    await ours.create_response({"input": "hi"})
+                waits.append(info.value.retry_after)
+        finally:
+            await ours.aclose()
+        return waits
+
+    soon_s, past_s, garbage, seconds = asyncio.run(go())
+    assert 25 < soon_s <= 30 and past_s == 0.0 and garbage is None and seconds == 1.5
+
+
+def test_a_wrong_base_url_is_named_in_the_error(fake_openai):
+    async def go():
+        ours = backend(fake_openai.url + "/v1")  # the /v1 given twice: a real 404 from the server
+        try:
+            with pytest.raises(ModelError) as info:
+                await ours.create_response({"input": "hi"})
+        finally:
+            await ours.aclose()
+        return info.value
+
+    error = asyncio.run(go())
+    assert error.status == 404 and error.kind == "http"
+    assert f"from POST {fake_openai.url}/v1/responses (is the base URL right?)" in str(error)

@@ -183,3 +183,35 @@ def test_resume_may_raise_limit_and_repeats(tmp_path, gym_env, fake_openai):
     assert result.returncode == 0 and len(fake_openai.requests) == 12
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
     assert metrics["rollouts"] == metrics["resumed"] == 6 and metrics["invocation"] == 3
+
+
+def test_the_input_is_never_written_over(tmp_path, gym_env):
+    """``--overwrite`` says the output may be replaced, not the tasks: an output that is the
+    input file (or whose failures sidecar is) is refused before anything is written."""
+    tasks = write_tasks(tmp_path / "tasks.jsonl")
+    original = tasks.read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tasks)
+    sidecar_named = tmp_path / "run.failures.jsonl"  # the failures sidecar of run.jsonl
+    sidecar_named.write_bytes(original)
+    for tasks_path, output, flag in ((tasks, tasks, "--overwrite"), (tasks, link, "--overwrite"),
+                                     (tasks, tasks, "--resume"), (sidecar_named, tmp_path / "run.jsonl", "--overwrite")):
+        result = run_gym(*collect_args(tasks_path, output, flag), env=gym_env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"is the input file {tasks_path}: writing there would destroy it" in result.stderr
+        assert tasks_path.read_bytes() == original
+    assert not (tmp_path / "run.jsonl").exists() and not (tmp_path / "tasks.run.json").exists()
+
+
+def test_resume_names_an_edited_line_instead_of_crashing(tmp_path, gym_env):
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl"), tmp_path / "out.jsonl"
+    args = collect_args(tasks, out, "--limit", "3")
+    assert run_gym(*args, env=gym_env).returncode == 0
+    lines = read_jsonl(out)
+    lines[1]["reward"] = "1.0"  # hand-edited: a string where the trainer expects a number
+    edited = "".join(json.dumps(line) + "\n" for line in lines)
+    out.write_text(edited)
+    result = run_gym(*args, "--resume", env=gym_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{out}:2: field 'reward': expected a number or null, got '1.0'" in result.stderr
+    assert out.read_text() == edited

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
+import attrs
 import openai
 import pytest
 from openai.types.responses import Response
@@ -23,6 +24,7 @@ from openapi_spec_validator import validate
 from gymcore import hookimpl, responses
 from gymcore.agent import AgentConfig
 from gymcore.collector import CollectConfig, collect
+from gymcore.errors import GymError
 from gymcore.retry import RetryPolicy
 from gymcore.openapi import openapi_document
 from gymcore.server import check_bind, create_app, is_loopback, serving
@@ -217,6 +219,7 @@ def test_served_collection_equals_embedded_with_replay(weather_server, tmp_path)
 
 
 async def test_session_routes_over_raw_http(weather_server):
+    assert weather_server.startswith("http://127.0.0.1:")  # started without --host: loopback only
     base = weather_server + "/agents/weather"
     async with aiohttp.ClientSession() as http:
         assert await get_json(http, "GET", weather_server + "/health") == (200, {"status": "ok"})
@@ -385,6 +388,30 @@ async def test_each_rollout_stays_on_one_runner(fresh_plugins, tmp_path):
     assert tool_a.live == tool_b.live == 0
 
 
+async def test_losing_every_runner_keeps_what_was_written_and_resume_finishes(fresh_plugins, tmp_path):
+    plugins, tool = stamp_plugins(fresh_plugins, "A", delay=0.01)
+    config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=2, progress=False,
+                           input=write_tasks(tmp_path / "tasks.jsonl", 30))
+    async with serving(create_app(plugins, ["stamp"], "scripted:3")) as url:
+        config.servers = [url]
+        run = asyncio.create_task(collect(fresh_plugins(), config))
+        for _ in range(500):  # bounded: until some rollouts are done
+            if tool.teardowns >= 6:
+                break
+            await asyncio.sleep(0.01)
+    # the only runner stopped (its in-flight rollouts were answered first)
+    with pytest.raises(GymError, match="no gym server accepts connections: .*kept: start a runner and add --resume"):
+        await asyncio.wait_for(run, 20)
+    done = read_jsonl(config.output)
+    assert 6 <= len(done) < 30 and len({l["task_index"] for l in done}) == len(done)
+    plugins_b, _tool_b = stamp_plugins(fresh_plugins, "B")
+    async with serving(create_app(plugins_b, ["stamp"], "scripted:3")) as url_b:
+        summary = await collect(fresh_plugins(), attrs.evolve(config, servers=[url_b], resume=True))
+    lines = read_jsonl(config.output)
+    assert sorted(l["task_index"] for l in lines) == list(range(30)) and lines[:len(done)] == done
+    assert summary["resumed"] == len(done) and summary["rollouts"] == 30 and summary["failed"] == 0
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--server", "http://127.0.0.1:9"], "cannot reach gym server http://127.0.0.1:9"),
     (["--agent", "nope"], "does not host agent 'nope' (it hosts: weather)"),
@@ -402,6 +429,38 @@ def test_collect_server_errors_are_one_line(weather_server, tmp_path, args, expe
     errors = [l for l in result.stderr.splitlines() if l.startswith("Error")]
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert not out.exists()
+
+
+async def test_one_runner_hosts_several_agents(fresh_plugins):
+    """Two --agent on one runner: each has its own environment, tools, sessions and routes."""
+    plugins = fresh_plugins()
+    tool_a, tool_b = StampTool("A"), StampTool("B")
+    plugins.register(tool_a, "stamp")
+    plugins.register(tool_b, "other")
+    plugins.register(ScriptedModels(), "scripted", kind="model")
+    task = {"responses_create_params": {"input": "x"}}
+    async with serving(create_app(plugins, ["stamp", "other"], "scripted:2")) as url, \
+            aiohttp.ClientSession() as http:
+        _, index = await get_json(http, "GET", url + "/")
+        assert [(a["name"], a["tools"], a["model"]) for a in index["agents"]] == \
+            [("stamp", ["where"], "scripted:2"), ("other", ["where"], "scripted:2")]
+        for agent, runner in (("other", "B"), ("stamp", "A")):
+            status, line = await get_json(http, "POST", f"{url}/agents/{agent}/rollouts", {"task": task})
+            assert status == 200 and line["agent"] == agent and line["verified_by"] == runner
+            assert line["tool_calls"] == 2 and line["reward"] == 1.0
+        status, opened = await get_json(http, "POST", url + "/agents/stamp/sessions", task)
+        assert status == 201
+        # a session belongs to the agent that opened it
+        status, error = await get_json(http, "POST", f"{url}/agents/other/sessions/{opened['session_id']}/tools/where",
+                                       {"arguments": {}})
+        assert status == 404 and error["error"]["type"] == "unknown_session"
+        status, result = await get_json(http, "POST", f"{url}/agents/stamp/sessions/{opened['session_id']}/tools/where",
+                                        {"arguments": {}})
+        assert status == 200 and json.loads(result["output"])["runner"] == "A"
+    assert tool_a.setups == 2 and tool_b.setups == 1 and tool_a.live == tool_b.live == 0  # ended on stop
+    with pytest.raises(GymError, match="agent 'stamp' is given twice"):
+        async with serving(create_app(plugins, ["stamp", "stamp"], "scripted")):
+            pass
 
 
 # --- load: 1,000 concurrent sessions ---------------------------------------------------------
@@ -507,14 +566,17 @@ def test_non_loopback_bind_without_token_refuses_to_start():
     assert "Error: refusing to bind '0.0.0.0' without a token" in result.stderr
 
 
-async def test_token_is_required_on_every_route_but_health(tmp_path):
+async def test_token_is_required_on_every_route_but_health(tmp_path, bare_plugins):
     token = "s3cret-token"
-    with gym_serve("--agent", "weather", "--model", "replay", "--host", "127.0.0.2",
-                   env=serve_env(GYM_TOKEN=token)) as (_proc, url):
+    # every route the app has (so a route added later is checked too), placeholders filled in
+    app = create_app(bare_plugins, ["unused"], "replay")
+    routes = sorted({(r.method, r.resource.canonical.format(agent="weather", session_id="x", tool="get_weather"))
+                     for r in app.router.routes() if r.method != "HEAD"})
+    assert len(routes) >= 12 and ("GET", "/health") in routes
+    routes.remove(("GET", "/health"))
+    with gym_serve("--agent", "weather", "--model", "replay", "--host", "127.0.0.2", "--token", token,
+                   env=serve_env()) as (_proc, url):
         assert url.startswith("http://127.0.0.2:")
-        routes = [("GET", "/"), ("GET", "/openapi.json"), ("GET", "/agents/weather/tools"),
-                  ("POST", "/agents/weather/sessions"), ("POST", "/agents/weather/rollouts"),
-                  ("POST", "/v1/responses"), ("DELETE", "/agents/weather/sessions/x")]
         async with aiohttp.ClientSession() as http:
             assert (await get_json(http, "GET", url + "/health"))[0] == 200
             for method, path in routes:
@@ -559,6 +621,39 @@ async def test_sigterm_finishes_in_flight_requests_ends_sessions_and_exits_0(fak
         stderr = proc.stderr.read()
         assert "ended 1 open session(s) on shutdown" in stderr and "Traceback" not in stderr
         assert left_open["session_id"] not in stderr
+
+
+async def test_ctrl_c_stops_listening_and_cuts_what_outlasts_the_grace(fake_openai, gym_env):
+    """SIGINT: the listener closes at once; a rollout that finishes within --shutdown-grace is
+    answered; one that would take longer is cut when the grace runs out (the runner does not
+    wait for it); the runner still exits 0."""
+    fake_openai.rules = [{"match": "Paris", "hang": 0.2, "times": 1}, {"match": "Oslo", "hang": 2.5}]
+    task = lambda city: {"task": {"responses_create_params": {"input": f"weather in {city}?"}}}  # noqa: E731
+    with gym_serve("--agent", "weather", "--model", "openai:fake", "--shutdown-grace", "1",
+                   env=gym_env) as (proc, url):
+        async with aiohttp.ClientSession() as http:
+            quick = asyncio.create_task(get_json(http, "POST", url + "/agents/weather/rollouts", task("Paris")))
+            slow = asyncio.create_task(get_json(http, "POST", url + "/agents/weather/rollouts", task("Oslo")))
+            for _ in range(200):  # bounded wait until both rollouts are inside their model call
+                if fake_openai.count >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert fake_openai.count == 2
+            proc.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.1)
+            assert proc.poll() is None  # still in its grace period...
+            async with aiohttp.ClientSession() as fresh:  # ...but taking no new connection
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    await fresh.get(url + "/health")
+            status, line = await asyncio.wait_for(quick, 20)
+            assert status == 200 and line["reward"] == 1.0 and line["turns"] == 2
+            with pytest.raises(aiohttp.ClientError):  # cut, not answered after its 2.5 s model call
+                await asyncio.wait_for(slow, 20)
+        assert proc.wait(20) == 0
+        stderr = proc.stderr.read()
+        assert "in-flight requests get up to 1s" in stderr and "gym serve: stopped" in stderr
+        assert "Traceback" not in stderr
+    assert fake_openai.count == 3  # Paris's two calls and Oslo's first: nothing after the cut
 
 
 async def test_a_runner_lost_mid_collection_sends_the_rest_to_the_other(fake_openai, gym_env, tmp_path, fresh_plugins):

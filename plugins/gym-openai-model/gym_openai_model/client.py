@@ -8,6 +8,8 @@ pydantic models validate what we accept, in the tests.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -23,15 +25,27 @@ from .chat import chat_to_response, request_to_chat
 
 
 def _retry_after(headers: Any) -> float | None:
+    """Seconds the server asks us to wait: ``retry-after-ms``, or ``Retry-After`` as seconds
+    or as an HTTP date (RFC 9110 allows both; proxies and gateways send dates)."""
     for name in ("retry-after-ms", "retry-after"):
         value = headers.get(name)
         if value:
             try:
                 seconds = float(value)
             except ValueError:
-                return None
+                return _seconds_until(value) if name == "retry-after" else None
             return seconds / 1000 if name.endswith("ms") else seconds
     return None
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def error_message(status: int, body: bytes) -> str:
@@ -92,7 +106,8 @@ class OpenAIBackend:
                 raw = await resp.read()
                 if resp.status >= 400:
                     kind = "auth" if resp.status in (401, 403) else "http"
-                    raise ModelError(f"{self.label}: {error_message(resp.status, raw)}", status=resp.status,
+                    where = f" from POST {self.url} (is the base URL right?)" if resp.status in (404, 405) else ""
+                    raise ModelError(f"{self.label}: {error_message(resp.status, raw)}{where}", status=resp.status,
                                      kind=kind, retry_after=_retry_after(resp.headers))
         except aiohttp.ClientConnectionError as exc:
             raise ModelError(f"{self.label}: cannot reach {self.url}: {exc}", kind="connection") from None
