@@ -164,12 +164,3 @@ def scan_input(path: str | Path, limit: int | None = None, max_reported: int = M
         else:
             scan.valid += 1
     return scan
-
-
-def count_tasks(path: str | Path, limit: int | None = None) -> int:
-    """Validate every row up to ``limit`` (streaming) and return how many there are;
-    raise the first :class:`InputError`."""
-    n = 0
-    for n, _ in enumerate(iter_tasks(path, limit), start=1):
-        pass
-    return n
