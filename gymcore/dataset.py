@@ -26,18 +26,20 @@ def validate_row(row: Any, path: str, line: int) -> Task:
     if value is None:
         raise InputError(path, line, "missing", field="responses_create_params.input")
     if isinstance(value, list):
-        for i, item in enumerate(value):
-            where = f"responses_create_params.input[{i}]"
+        for i, item in enumerate(value):  # field names are built only for an error: this runs per row
             if not isinstance(item, dict):
-                raise InputError(path, line, f"expected an object, got {type(item).__name__}", field=where)
+                raise InputError(path, line, f"expected an object, got {type(item).__name__}",
+                                 field=f"responses_create_params.input[{i}]")
             content = item.get("content")
-            if isinstance(content, list):
-                for j, part in enumerate(content):
-                    if not isinstance(part, dict):
-                        raise InputError(path, line, f"expected an object, got {type(part).__name__}",
-                                         field=f"{where}.content[{j}]")
-            elif content is not None and not isinstance(content, str):
-                raise InputError(path, line, "expected a string or a list of parts", field=f"{where}.content")
+            if content is None or isinstance(content, str):
+                continue
+            if not isinstance(content, list):
+                raise InputError(path, line, "expected a string or a list of parts",
+                                 field=f"responses_create_params.input[{i}].content")
+            for j, part in enumerate(content):
+                if not isinstance(part, dict):
+                    raise InputError(path, line, f"expected an object, got {type(part).__name__}",
+                                     field=f"responses_create_params.input[{i}].content[{j}]")
     elif not isinstance(value, str):
         raise InputError(path, line, "expected a string or a list of items", field="responses_create_params.input")
     tools = params.get("tools")

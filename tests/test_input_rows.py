@@ -8,11 +8,12 @@ import json
 import os
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gymcore.data import Task, converter
-from gymcore.dataset import MAX_REPORTED, iter_rows, scan_input
+from gymcore.dataset import MAX_REPORTED, iter_rows, scan_input, validate_row
 from gymcore.errors import InputError
 
 from .conftest import read_jsonl, run_gym
@@ -125,3 +126,19 @@ def test_any_input_gives_tasks_or_clean_errors(chunks, limit):
             assert item.line == line_no and str(item).startswith(f"{path}:{line_no}: ")
     assert scan.rows == len(got) and scan.valid + scan.invalid == scan.rows
     assert scan.invalid == sum(isinstance(item, InputError) for _, _, item in got)
+
+
+@pytest.mark.parametrize("row, field, message", [
+    ({"responses_create_params": {"input": ["hi"]}}, "responses_create_params.input[0]",
+     "expected an object, got str"),
+    ({"responses_create_params": {"input": [{"role": "user", "content": "a"}, {"role": "user", "content": 3}]}},
+     "responses_create_params.input[1].content", "expected a string or a list of parts"),
+    ({"responses_create_params": {"input": [{"role": "user", "content": [{"type": "input_text", "text": "a"}, 7]}]}},
+     "responses_create_params.input[0].content[1]", "expected an object, got int"),
+    ({"responses_create_params": {"input": "hi", "tools": [{}, "x"]}}, "responses_create_params.tools[1]",
+     "expected an object, got str"),
+])
+def test_a_bad_nested_value_is_named_by_its_path(row, field, message):
+    with pytest.raises(InputError) as caught:
+        validate_row(row, "tasks.jsonl", 7)
+    assert str(caught.value) == f"tasks.jsonl:7: field {field!r}: {message}"
