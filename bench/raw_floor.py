@@ -1,55 +1,98 @@
-"""The instrument's own ceiling: a bare aiohttp + orjson client (no gymcore) against the
-fake server, so collection ratios can be read against what the round trip alone allows.
+"""The instrument's own ceiling: a bare aiohttp + orjson client (no gymcore) running the same
+weather rollouts against the same fake server, so collection figures can be read against
+what the round trips alone allow on this machine.
 
-    python bench/raw_floor.py [--latency-ms 100] [--parallel 1,64] [--calls 150]
+    python bench/raw_floor.py [--latency-ms 100] [--parallel 64] [--rollouts 4000]
+    python bench/raw_floor.py --url URL --input TASKS --parallel 64 --json   # used by run.py
 
-Prints the mean time per call at each concurrency and the ratio latency / that time: the
-best any client on this machine can do against this server.
+A rollout sends the task's own request, answers the model's function call with a fixed tool
+output, and sends the second request: the bodies gymcore sends, minus everything gymcore adds
+(tool routing, verify, the output line, metrics, retries). Reports rollouts/s, the ratio to
+parallel / (2 x latency), and the CPU of this process per rollout (imports excluded).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import resource
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import orjson
 
-from run import FakeServer  # bench/ is on sys.path when run as a script
+TOOL_OUTPUT = '{"city": "Paris", "temperature_c": 21, "conditions": "sunny"}'
 
 
-async def measure(url: str, parallel: int, calls: int) -> float:
-    body = orjson.dumps({"model": "m", "input": [{"role": "user", "content": "weather in Paris"}]})
-    times: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+async def bare_rollouts(url: str, tasks: list[dict], parallel: int) -> float:
+    """Run every task once with ``parallel`` in flight; return the wall time."""
+    jobs = iter(tasks)
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=headers) as http:
+        async def post(body: dict) -> dict:
+            async with http.post(f"{url}/responses", data=orjson.dumps(body)) as resp:
+                return orjson.loads(await resp.read())
+
         async def worker() -> None:
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                async with http.post(f"{url}/responses", data=body,
-                                     headers={"Content-Type": "application/json"}) as resp:
-                    await resp.read()
-                times.append(time.perf_counter() - t0)
+            for task in jobs:
+                params = task["responses_create_params"]
+                items = list(params["input"])
+                for _ in range(2):
+                    output = (await post({**params, "model": "bench", "input": items}))["output"]
+                    items += output
+                    items += [{"type": "function_call_output", "call_id": item["call_id"], "output": TOOL_OUTPUT}
+                              for item in output if item.get("type") == "function_call"]
 
+        started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(parallel)))
-    steady = times[len(times) // 10:]  # drop the first connections' set-up
-    return sum(steady) / len(steady)
+        return time.perf_counter() - started
+
+
+def measure(url: str, input_path: Path, parallel: int) -> dict:
+    tasks = [orjson.loads(line) for line in input_path.read_bytes().splitlines() if line.strip()]
+    cpu = time.process_time()
+    wall = asyncio.run(bare_rollouts(url, tasks, parallel))
+    return {"rollouts": len(tasks), "wall_s": wall, "cpu_s": time.process_time() - cpu,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running fake server's /v1 URL (default: start one)")
+    parser.add_argument("--input", type=Path, help="tasks JSONL (default: --rollouts weather tasks)")
     parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--parallel", default="1,64")
-    parser.add_argument("--calls", type=int, default=150, help="calls per concurrent client")
+    parser.add_argument("--parallel", type=int, default=64)
+    parser.add_argument("--rollouts", type=int, default=4000)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args()
-    server = FakeServer(args.latency_ms)
+    server = None
+    if args.url is None:
+        from run import FakeServer  # bench/ is on sys.path when run as a script
+
+        server = FakeServer(args.latency_ms)
+        args.url = server.url
     try:
-        for parallel in (int(p) for p in args.parallel.split(",")):
-            mean = asyncio.run(measure(server.url, parallel, args.calls))
-            print(f"{parallel:>5} in flight: {mean * 1000:.1f} ms per {args.latency_ms:g} ms call, "
-                  f"ceiling {args.latency_ms / 1000 / mean:.3f} of the limit")
+        if args.input is None:
+            import tempfile
+
+            from run import make_input
+
+            args.input = make_input(Path(tempfile.mkdtemp()), args.rollouts)
+        result = measure(args.url, args.input, args.parallel)
     finally:
-        server.close()
+        if server is not None:
+            server.close()
+    if args.json:
+        print(json.dumps(result))
+        return
+    rate = result["rollouts"] / result["wall_s"]
+    limit = args.parallel / (2 * args.latency_ms / 1000) if args.latency_ms else None
+    print(f"bare client, {args.latency_ms:g} ms, {args.parallel} in flight: {rate:.0f} rollouts/s"
+          + (f", {rate / limit:.3f} of the limit {limit:.0f}" if limit else "")
+          + f", {1000 * result['cpu_s'] / result['rollouts']:.3f} ms CPU per rollout", file=sys.stdout)
 
 
 if __name__ == "__main__":

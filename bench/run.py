@@ -7,7 +7,8 @@ OpenAI-compatible server running in another process.
     python bench/run.py --only 0ms      # scenarios whose name contains "0ms"
 
 Prints one table: scenario, rollouts, rollouts/s, limit, ratio, CPU ms per rollout (the
-collector process), start-up (process start to first model request), peak RSS.
+collector process), start-up (process start to first model request), peak RSS; and, for
+some scenarios, a 'bare client' row: the same rollouts from raw_floor.py, the ceiling.
 """
 
 from __future__ import annotations
@@ -89,6 +90,18 @@ def run_collect(server: FakeServer, args: list[str], env: dict) -> dict:
     }
 
 
+def run_bare_client(server: FakeServer, tasks: Path, parallel: int) -> dict:
+    """The same rollouts from a bare aiohttp + orjson client (raw_floor.py): the ceiling."""
+    server.reset()
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "raw_floor.py"), "--url", server.url,
+                          "--input", str(tasks), "--parallel", str(parallel), "--json"],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    requests = server.stats()["count"]
+    assert requests == CALLS_PER_ROLLOUT * result["rollouts"], (requests, result)
+    return result
+
+
 def proc_peak_rss_mb(pid: int) -> float:
     """Peak RSS of a live process (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -113,15 +126,15 @@ def main() -> None:
     args = parser.parse_args()
     n = 500 if args.quick else 2000
     scenarios = [
-        # name, latency ms, jitter ms, rollouts, parallel
-        ("0ms p64", 0, 0, n, 64),
-        ("100ms p64", 100, 0, n, 64),
-        ("100ms p64 20k", 100, 0, 10 * n, 64),  # long enough that start-up and the last wave fade
-        ("100±20ms p64", 100, 20, n, 64),
-        ("100ms p1024", 100, 0, 5 * n, 1024),
-        ("0ms p64 1k", 0, 0, 1000, 64),
-        ("0ms p64 100k", 0, 0, 20 * n if args.quick else 100_000, 64),
-        ("served 0ms p64", 0, 0, n, 64),  # gym serve + gym collect --server; CPU of both
+        # name, latency ms, jitter ms, rollouts, parallel, also run the bare client (raw_floor.py)
+        ("0ms p64", 0, 0, n, 64, True),
+        ("100ms p64", 100, 0, n, 64, False),
+        ("100ms p64 20k", 100, 0, 10 * n, 64, True),  # long enough that start-up and the last wave fade
+        ("100±20ms p64", 100, 20, n, 64, False),
+        ("100ms p1024", 100, 0, 5 * n, 1024, True),
+        ("0ms p64 1k", 0, 0, 1000, 64, False),
+        ("0ms p64 100k", 0, 0, 20 * n if args.quick else 100_000, 64, False),
+        ("served 0ms p64", 0, 0, n, 64, False),  # gym serve + gym collect --server; CPU of both
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
     env["OPENAI_API_KEY"] = "sk-bench"
@@ -131,7 +144,7 @@ def main() -> None:
         if not args.only:
             print(f"gym --help: {time_command(['--help'], env) * 1000:.0f} ms; "
                   f"gym plugins list: {time_command(['plugins', 'list'], env) * 1000:.0f} ms (best of 5)")
-        for name, latency, jitter, count, parallel in scenarios:
+        for name, latency, jitter, count, parallel, bare in scenarios:
             if args.only and args.only not in name:
                 continue
             server = FakeServer(latency, jitter)
@@ -154,6 +167,7 @@ def main() -> None:
                 if runner is not None:  # the runner's share of the work counts too
                     result["cpu_s"] += proc_cpu(runner.pid) - runner_cpu
                     result["rss_mb"] += proc_peak_rss_mb(runner.pid)
+                floor = run_bare_client(server, tasks, parallel) if bare else None
             finally:
                 if runner is not None:
                     runner.terminate()
@@ -168,6 +182,10 @@ def main() -> None:
             rows.append((name, count, rate, steady, limit, rate / limit if limit else None,
                          steady / limit if limit else None, 1000 * result["cpu_s"] / count,
                          result["startup_s"], result["rss_mb"]))
+            if floor is not None:
+                rate = count / floor["wall_s"]
+                rows.append((f"bare client: {name}", count, rate, rate, limit, rate / limit if limit else None,
+                             rate / limit if limit else None, 1000 * floor["cpu_s"] / count, None, floor["rss_mb"]))
     header = ("scenario", "rollouts", "rollouts/s", "after start-up", "limit", "ratio", "ratio after start-up",
               "CPU ms/rollout", "start-up s", "peak RSS MB")
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -182,7 +200,9 @@ def main() -> None:
     print("\n(rollouts/s: end to end, process start included; 'after start-up': from the first model\n"
           " request to exit; limit = parallel / (2 calls x latency); CPU: the collector process, start-up\n"
           " included (served: collector + runner, the runner's start-up excluded); start-up: process\n"
-          " start to first model request; peak RSS: collector (served: collector + runner))")
+          " start to first model request; peak RSS: collector (served: collector + runner).\n"
+          " 'bare client': the same rollouts from bench/raw_floor.py, aiohttp + orjson and nothing else,\n"
+          " timed from its first request, CPU without imports: the ceiling on this server and machine)")
 
 
 if __name__ == "__main__":
