@@ -33,7 +33,6 @@ browser:
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
-	$(BIN)/python bench/raw_floor.py
 	$(BIN)/python bench/serve_vs_embedded.py
 	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/input_scan.py
