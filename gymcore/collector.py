@@ -142,6 +142,11 @@ def resolve_input(config: CollectConfig, runner: RolloutRunner) -> Path:
     return path
 
 
+#: Workers are started this many at a time, one loop turn apart. Started all at once, a
+#: --parallel 1024 run would prepare 1,024 first requests before sending any of them.
+START_BATCH = 16
+
+
 def failure_limit(max_failures: float | None, total: int) -> int | None:
     """The number of failures the run tolerates: ``None`` for no limit."""
     if max_failures is None:
@@ -271,7 +276,12 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
     try:
         try:
             async with asyncio.TaskGroup() as group:
-                control.tasks = [group.create_task(worker()) for _ in range(min(parallel, max(total, 1)))]
+                for started_workers in range(min(parallel, max(total, 1))):
+                    if started_workers and started_workers % START_BATCH == 0:
+                        await asyncio.sleep(0)  # let the loop send what is ready before starting more
+                    if control.stopping:
+                        break
+                    control.tasks.append(group.create_task(worker()))
         except BaseExceptionGroup as group_error:  # surface the first real cause
             raise group_error.exceptions[0] from None
     finally:
