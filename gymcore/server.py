@@ -482,8 +482,12 @@ def url_of(runner: web.AppRunner) -> str:
 async def serving(app: web.Application, host: str = DEFAULT_HOST, port: int = 0, *,
                   grace: float = DEFAULT_GRACE) -> AsyncIterator[str]:
     """Run ``app`` on ``host:port`` for the ``with`` block; yield its URL. On exit the
-    listener closes, in-flight requests get ``grace`` seconds, then sessions end."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace)
+    listener closes, in-flight requests get ``grace`` seconds, then sessions end.
+
+    A request whose client hangs up is cancelled (``handler_cancellation``): a collector
+    that gave up on a rollout (``--timeout``, Ctrl-C) stops its model calls and tools here
+    too, and the session ends, instead of the rollout running on for nobody."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

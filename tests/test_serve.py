@@ -27,7 +27,7 @@ from gymcore.collector import CollectConfig, collect
 from gymcore.errors import GymError
 from gymcore.retry import RetryPolicy
 from gymcore.openapi import openapi_document
-from gymcore.server import check_bind, create_app, is_loopback, serving
+from gymcore.server import HOST_KEY, check_bind, create_app, is_loopback, serving
 
 from .conftest import GYM, ROOT, read_jsonl, run_gym
 
@@ -706,3 +706,22 @@ async def test_collect_max_retries_reaches_the_runner(fake_openai, gym_env, tmp_
     assert summary["failed"] == 1 and failed[0]["attempts"] == 1 and "503" in failed[0]["message"]
     summary, failed = results[2]
     assert summary["failed"] == 0 and failed == [] and summary["mean_reward"] == 1.0
+
+
+async def test_a_rollout_the_collector_gave_up_on_stops_on_the_runner(fresh_plugins, tmp_path):
+    """--timeout cuts the connection; the runner cancels that rollout's handler, so the slow
+    tool stops and the session ends now, not after the tool's 60 s."""
+    plugins, tool = stamp_plugins(fresh_plugins, "A", delay=60)
+    app = create_app(plugins, ["stamp"], "scripted:1")
+    async with serving(app) as url:
+        config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=1, progress=False,
+                               input=write_tasks(tmp_path / "tasks.jsonl", 1), servers=[url], timeout=0.5)
+        summary = await collect(fresh_plugins(), config)
+        assert summary["failed"] == 1 and summary["failures"] == {"timeout": 1}
+        host = app[HOST_KEY]
+        for _ in range(200):  # bounded wait for the disconnect to reach the handler
+            if host.stats["rollouts_in_flight"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert host.stats["rollouts_in_flight"] == 0 and tool.in_tool == 0
+        assert tool.setups == tool.teardowns == 1  # the session was closed, not leaked
