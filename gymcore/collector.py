@@ -167,7 +167,7 @@ def _jobs(path: Path, limit: int | None, repeats: int, state: ResumeState) -> It
 
 
 def _prepare(config: CollectConfig, runner: RolloutRunner,
-             stats: RunStats) -> tuple[Path, InputScan, RunRecord, ResumeState]:
+             stats: RunStats) -> tuple[Path, str, InputScan, RunRecord, ResumeState]:
     """Validate the input, identify the run, and (resuming) check and scan what is done."""
     input_path = resolve_input(config, runner)
     refuse_to_write_over_input(config.output, Path(input_path))
@@ -178,15 +178,19 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
         first = scan.errors[0]
         print(f"gym: skipping {scan.invalid} invalid rows of {input_path} (--skip-invalid); first: {first}",
               file=sys.stderr, flush=True)
+    # named as the user knows it: their file, or where the agent's example dataset came from
+    # (a runner's URL, not the temporary copy fetched from it)
+    input_name = str(Path(input_path).resolve()) if config.input is not None else \
+        runner.example_dataset_name or str(input_path)
     record = RunRecord(
-        input=str(Path(input_path).resolve()), input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
+        input=input_name, input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
         model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit)
     state = ResumeState()
     if config.resume:
         state = resume(config.output, record, stats.add_line)
         record.invocations = state.invocation
-    return Path(input_path), scan, record, state
+    return Path(input_path), input_name, scan, record, state
 
 
 async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
@@ -208,7 +212,7 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
 async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, Any]:
     output = config.output
     stats = RunStats(repeats=config.num_repeats)
-    input_path, scan, record, state = _prepare(config, runner, stats)
+    input_path, input_name, scan, record, state = _prepare(config, runner, stats)
     total = scan.valid * config.num_repeats - state.count_done(scan.rows, config.num_repeats)
     tolerated = failure_limit(config.max_failures, total)
     # Everything is checked: from here on files are written.
@@ -297,7 +301,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
         model=runner.model_label,
         **({"note": "REPLAY: model turns were replayed from a recording; no model was called"}
            if runner.is_replay else {}),
-        input=str(input_path),
+        input=input_name if config.input is None else str(input_path),
         output=str(output),
         **({"failures_file": str(failures_file)} if failures.lines else {}),
         num_repeats=config.num_repeats,

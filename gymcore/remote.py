@@ -56,7 +56,8 @@ class ServedRunner:
         self.config = config
         self.model_label = ""
         self.is_replay = False
-        self.example_dataset_path: Path | None = None
+        self.example_dataset_path: Path | None = None  # a temporary copy of the runner's
+        self.example_dataset_name: str | None = None  # ... and the URL it came from
         self._tmp: Path | None = None
         self._turn = itertools.count()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -120,6 +121,7 @@ class ServedRunner:
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     fp.write(chunk)
         self.example_dataset_path = path
+        self.example_dataset_name = url
 
     def _pick(self, tried: set[int]) -> _Runner | None:
         """The reachable, untried runner with the fewest rollouts in flight (ties in turn)."""

@@ -19,6 +19,8 @@ class RolloutRunner(Protocol):
     model_label: str
     is_replay: bool
     example_dataset_path: Path | None
+    #: where that dataset comes from, as the run record and summary name it
+    example_dataset_name: str | None
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout: ...
 
@@ -39,6 +41,7 @@ class EmbeddedRunner:
         self.model_label = model.label
         self.is_replay = bool(getattr(model, "is_replay", False))
         self.example_dataset_path = env.example_dataset_path
+        self.example_dataset_name = str(env.example_dataset_path) if env.example_dataset_path else None
 
     @classmethod
     async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig) -> "EmbeddedRunner":

@@ -361,6 +361,9 @@ def test_two_runners_share_one_collection(tmp_path):
             counts.append(index["stats"]["rollouts"])
             assert index["sessions"]["open"] == 0 and index["stats"]["rollouts_in_flight"] == 0
         assert sum(counts) == len(lines) and min(counts) > 0, counts
+        # the records name where the dataset came from, not the temporary copy of it
+        for sidecar in ("out.metrics.json", "out.run.json"):
+            assert json.loads((tmp_path / sidecar).read_text())["input"] == f"{url1}/agents/weather/dataset"
 
 
 async def test_each_rollout_stays_on_one_runner(fresh_plugins, tmp_path):
