@@ -131,6 +131,8 @@ def main() -> None:
         ("100ms p64", 100, 0, n, 64, False),
         ("100ms p64 20k", 100, 0, 10 * n, 64, True),  # long enough that start-up and the last wave fade
         ("100±20ms p64", 100, 20, n, 64, False),
+        # a little jitter, as every real server has, keeps the 64 rollouts from moving in lock-step
+        ("100±5ms p64 20k", 100, 5, 10 * n, 64, True),
         ("100ms p1024", 100, 0, 5 * n, 1024, True),
         ("0ms p64 1k", 0, 0, 1000, 64, False),
         ("0ms p64 100k", 0, 0, 20 * n if args.quick else 100_000, 64, False),
