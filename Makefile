@@ -32,7 +32,6 @@ browser:
 		|| echo "could not install chromium: the browser tests will be skipped"
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/profile.py
 	$(BIN)/python bench/serve_vs_embedded.py

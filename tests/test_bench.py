@@ -1,0 +1,42 @@
+"""The benchmarks still run: each script, on a small workload, as `make bench` runs it. They
+print figures and assert their own line counts; nothing here looks at a timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+BENCH = ROOT / "bench"
+
+
+def bench(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=BENCH, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_run_prints_a_table_row_per_scenario():
+    out = bench("run.py", "--only", "0ms p64 1k")
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("0ms p64 1k | ")]
+    assert len(rows) == 1 and rows[0][1] == "1000", out
+    assert "scenario | rollouts | rollouts/s" in out
+
+
+def test_raw_floor_runs_the_same_rollouts(fake_openai):
+    figures = json.loads(bench("raw_floor.py", "--url", fake_openai.url, "--rollouts", "200", "--parallel", "8",
+                               "--json"))
+    assert figures["rollouts"] == 200 and figures["cpu_s"] > 0
+    assert fake_openai.count == 400  # two model calls per rollout, as gymcore makes them
+    second = fake_openai.requests[-1]["body"]["input"]
+    assert second[-1]["type"] == "function_call_output" and second[-2]["type"] == "function_call"
+
+
+def test_profile_groups_the_samples_by_owner():
+    out = bench("profile.py", "--rollouts", "300")
+    assert "aiohttp" in out and "gymcore + plugins" in out, out
+    shares = [float(line.split()[-1].rstrip("%")) for line in out.splitlines()
+              if line.startswith("  ") and line.rstrip().endswith("%")]
+    assert shares and all(0 <= share <= 100 for share in shares)
