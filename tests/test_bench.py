@@ -40,3 +40,20 @@ def test_profile_groups_the_samples_by_owner():
     shares = [float(line.split()[-1].rstrip("%")) for line in out.splitlines()
               if line.startswith("  ") and line.rstrip().endswith("%")]
     assert shares and all(0 <= share <= 100 for share in shares)
+
+
+def test_serve_vs_embedded_compares_both_modes():
+    out = bench("serve_vs_embedded.py", "--rollouts", "100", "--latency-ms", "0", "--repeats", "1")
+    assert "served/embedded CPU per rollout" in out, out
+    modes = [line.split()[0] for line in out.splitlines() if line.strip().startswith(("embedded ", "served "))]
+    assert modes == ["embedded", "served"], out
+
+
+def test_viewer_bench_serves_a_generated_file(tmp_path):
+    out = bench("viewer.py", "--rollouts", "300", "--file", str(tmp_path / "view.jsonl"))
+    assert "300 rollouts" in out and "viewer peak RSS" in out, out
+
+
+def test_input_scan_bench_validates_a_generated_file(tmp_path):
+    out = bench("input_scan.py", "--size-gb", "0.002", "--file", str(tmp_path / "input.jsonl"))
+    assert "scan:" in out and "sha256:" in out, out
