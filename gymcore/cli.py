@@ -167,6 +167,10 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         summary = asyncio.run(run_collect(load_plugins(), config))
     except GymError as exc:
         raise _fail(exc)
+    except OSError as exc:  # the system refused a file or socket mid-run (disk full, too many open files)
+        kept = f"; what was written is kept: resume with: {resume_command(sys.argv[1:])}" \
+            if config.output.exists() else ""
+        raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ") + kept)
     click.echo(format_summary(summary))
     click.echo(f"wrote {config.output} and {metrics_path(config.output)}", err=True)
     resume_hint = f"resume with: {resume_command(sys.argv[1:])}"
