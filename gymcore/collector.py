@@ -25,7 +25,7 @@ from .agent import AgentConfig
 from .data import Rollout, Task, Timing, converter
 from .dataset import InputScan, iter_rows, scan_input
 from .errors import GymError, InputError
-from .limits import raise_open_file_limit
+from .limits import ensure_open_files
 from .metrics import RunStats
 from .plugins import Plugins
 from .runfiles import (JsonlAppender, ResumeState, RunRecord, failure_record, failures_path, file_sha256,
@@ -276,7 +276,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
 
     started = time.perf_counter()
     parallel = config.parallel if config.parallel > 0 else max(total, 1)
-    warning = raise_open_file_limit(min(parallel, total))
+    warning = ensure_open_files(min(parallel, total))
     if warning:
         progress.note(warning)
     if config.handle_signals:

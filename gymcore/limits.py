@@ -9,25 +9,41 @@ from __future__ import annotations
 HEADROOM = 128
 
 
-def raise_open_file_limit(in_flight: int) -> str | None:
-    """Raise this process's soft ``RLIMIT_NOFILE`` towards ``in_flight + HEADROOM`` (never past
-    the hard limit, which only an administrator can raise); return a warning if even the
-    hard limit is too low, else ``None``."""
+def _raise_soft_limit(want: int | None) -> tuple[int | None, int | None]:
+    """Raise the soft ``RLIMIT_NOFILE`` to ``want`` (``None``: as far as allowed), never past
+    the hard limit, which only an administrator can raise. Return ``(soft, hard)`` after;
+    ``None`` for unlimited, or where there is no such limit (not a Unix)."""
     try:
         import resource
-    except ImportError:  # not a Unix: nothing to raise
-        return None
-    need = in_flight + HEADROOM
+    except ImportError:
+        return None, None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= need:
-        return None
-    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    unlimited = resource.RLIM_INFINITY
+    soft_now = None if soft == unlimited else soft
+    hard_now = None if hard == unlimited else hard
+    target = hard_now if want is None else (want if hard_now is None else min(want, hard_now))
+    if soft_now is None or (target is not None and soft_now >= target):
+        return soft_now, hard_now
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (unlimited if target is None else target, hard))
     except (ValueError, OSError):
-        target = soft
-    if target >= need:
+        return soft_now, hard_now
+    return target, hard_now
+
+
+def ensure_open_files(in_flight: int) -> str | None:
+    """Make room for ``in_flight`` connections (``gym collect``); return a warning when even
+    the hard limit is too low, else ``None``."""
+    need = in_flight + HEADROOM
+    soft, _hard = _raise_soft_limit(need)
+    if soft is None or soft >= need:
         return None
     return (f"gym: warning: {in_flight} rollouts in flight need about {need} open files, but this "
-            f"process may open only {target} (ulimit -n); rollouts past that will fail to connect. "
-            f"Lower --parallel to about {max(target - HEADROOM, 1)} or raise the limit.")
+            f"process may open only {soft} (ulimit -n); rollouts past that will fail to connect. "
+            f"Lower --parallel to about {max(soft - HEADROOM, 1)} or raise the limit.")
+
+
+def raise_open_files_to_hard_limit() -> None:
+    """``gym serve`` cannot know how many rollouts its clients will send (each holds two
+    connections there: the client's and the model's), so it takes all the system allows."""
+    _raise_soft_limit(None)

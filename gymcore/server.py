@@ -35,6 +35,7 @@ from .data import Session, converter
 from .dataset import validate_row
 from .environment import Environment
 from .errors import GymError, InputError, ModelError
+from .limits import raise_open_files_to_hard_limit
 from .plugins import Plugins
 from .runners import split_agent
 
@@ -503,6 +504,7 @@ async def serving(app: web.Application, host: str = DEFAULT_HOST, port: int = 0,
 async def serve_until_signalled(app: web.Application, host: str, port: int, grace: float) -> None:
     """``gym serve``'s main loop: print the URL, run until SIGINT/SIGTERM, then stop taking
     connections, give in-flight requests ``grace`` seconds, end open sessions."""
+    raise_open_files_to_hard_limit()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

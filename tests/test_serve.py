@@ -728,3 +728,29 @@ async def test_a_rollout_the_collector_gave_up_on_stops_on_the_runner(fresh_plug
             await asyncio.sleep(0.05)
         assert host.stats["rollouts_in_flight"] == 0 and tool.in_tool == 0
         assert tool.setups == tool.teardowns == 1  # the session was closed, not leaked
+
+
+def test_a_runner_takes_the_open_files_its_clients_need(fake_openai, gym_env, tmp_path):
+    """Started with a soft limit of 200 open files, a runner serving 300 rollouts at once
+    (600 connections: the collector's and the model's) raises its own soft limit."""
+    import resource
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    fake_openai.latency = 0.3  # all 300 rollouts in flight at once
+    rows = EXAMPLE.read_text().splitlines()
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(rows[i % len(rows)] + "\n" for i in range(600)))
+    proc = subprocess.Popen([GYM, "serve", "--port", "0", "--agent", "weather", "--model", "openai:fake"], env=gym_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=low_soft_limit)
+    try:
+        url = read_url(proc, 20)
+        out = tmp_path / "out.jsonl"
+        result = run_gym("collect", "--server", url, "--agent", "weather", "-i", str(tasks), "-o", str(out),
+                         "--parallel", "300", "--max-retries", "0", "-q", env=gym_env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(read_jsonl(out)) == 600
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
