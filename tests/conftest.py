@@ -58,3 +58,20 @@ def run_gym(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def weather_tasks(path: Path, n: int) -> Path:
+    """``n`` weather tasks at ``path``, cycling through the bundled examples."""
+    rows = (ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl").read_text().splitlines()
+    path.write_text("".join(rows[i % len(rows)] + "\n" for i in range(n)))
+    return path
+
+
+def open_file_limit(soft: int, hard: int | None = None):
+    """A ``preexec_fn`` giving a child process a low open-file limit, as many systems do."""
+    def apply() -> None:
+        import resource
+
+        _soft, current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, current_hard if hard is None else hard))
+    return apply

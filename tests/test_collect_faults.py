@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from gymcore.collector import CollectConfig, collect
 from gymcore.retry import RetryPolicy
 from gymcore.agent import AgentConfig
 
-from .conftest import GYM, ROOT, SECRET_KEY, read_jsonl, run_gym
+from .conftest import GYM, SECRET_KEY, open_file_limit, read_jsonl, run_gym, weather_tasks
 
 CITIES = ["Paris", "London", "Oslo", "Tokyo", "Denver", "Madrid", "Lisbon", "Berlin", "Sydney", "Toronto"]
 
@@ -216,38 +215,23 @@ def test_plugin_exceptions_in_verify_and_setup_are_failures(plugins, tmp_path, m
     assert not any("Tokyo" in json.dumps(r["body"]) for r in fake_openai.requests)
 
 
-def _open_files(soft: int, hard: int | None = None):
-    """A preexec_fn giving the child process a low open-file limit, as many systems do."""
-    def apply() -> None:
-        _soft, current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, current_hard if hard is None else hard))
-    return apply
-
-
-def _many_tasks(tmp_path, n: int):
-    rows = (ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl").read_text().splitlines()
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(rows[i % len(rows)] + "\n" for i in range(n)))
-    return tasks
-
-
 def test_parallel_beyond_the_soft_open_file_limit_still_runs(tmp_path, gym_env, fake_openai):
     """300 rollouts in flight under a soft limit of 200 open files: the collector raises its
     own soft limit (the hard one allows it), so nothing fails to connect."""
     fake_openai.latency = 0.3  # keeps all 300 connections open at once
-    tasks, out = _many_tasks(tmp_path, 600), tmp_path / "out.jsonl"
+    tasks, out = weather_tasks(tmp_path / "tasks.jsonl", 600), tmp_path / "out.jsonl"
     result = subprocess.run([GYM, *collect_args(tasks, out, "--parallel", "300", "--max-retries", "0")],
-                            env=gym_env, capture_output=True, text=True, timeout=120, preexec_fn=_open_files(200))
+                            env=gym_env, capture_output=True, text=True, timeout=120, preexec_fn=open_file_limit(200))
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(read_jsonl(out)) == 600 and "warning" not in result.stderr
 
 
 def test_a_hard_open_file_limit_too_low_is_named_and_nothing_crashes(tmp_path, gym_env, fake_openai):
     fake_openai.latency = 0.3
-    tasks, out = _many_tasks(tmp_path, 600), tmp_path / "out.jsonl"
+    tasks, out = weather_tasks(tmp_path / "tasks.jsonl", 600), tmp_path / "out.jsonl"
     result = subprocess.run([GYM, *collect_args(tasks, out, "--parallel", "300", "--max-retries", "0")],
                             env=gym_env, capture_output=True, text=True, timeout=120,
-                            preexec_fn=_open_files(200, 200))
+                            preexec_fn=open_file_limit(200, 200))
     assert "300 rollouts in flight need about 428 open files, but this process may open only 200" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 1  # rollouts failed to connect: failed, not crashed

@@ -14,7 +14,7 @@ from gymcore import hookimpl
 from gymcore.collector import CollectConfig, collect
 from gymcore.data import Rollout, Session
 
-from .conftest import ROOT
+from .conftest import ROOT, weather_tasks
 
 N = 20_000
 PARALLEL = 64
@@ -50,9 +50,7 @@ def test_collector_memory_stays_flat(tmp_path, plugins, monkeypatch):
                               stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().split()[-1]
-        rows = (ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl").read_text().splitlines()
-        tasks = tmp_path / "tasks.jsonl"
-        tasks.write_text("".join(rows[i % len(rows)] + "\n" for i in range(N)))
+        tasks = weather_tasks(tmp_path / "tasks.jsonl", N)
         probe = MemoryProbe(every=N // 10)
         plugins.register(probe, name="memprobe")
         monkeypatch.setenv("OPENAI_BASE_URL", url)

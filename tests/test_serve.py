@@ -29,7 +29,7 @@ from gymcore.retry import RetryPolicy
 from gymcore.openapi import openapi_document
 from gymcore.server import HOST_KEY, check_bind, create_app, is_loopback, serving
 
-from .conftest import GYM, ROOT, read_jsonl, run_gym
+from .conftest import GYM, ROOT, open_file_limit, read_jsonl, run_gym, weather_tasks
 
 EXAMPLE = ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl"
 RECORDED = EXAMPLE.with_name("example_rollouts.jsonl")
@@ -39,10 +39,10 @@ RECORDED = EXAMPLE.with_name("example_rollouts.jsonl")
 
 
 @contextmanager
-def gym_serve(*args: str, env: dict | None = None, timeout: float = 20):
+def gym_serve(*args: str, env: dict | None = None, timeout: float = 20, preexec_fn=None):
     """Start ``gym serve --port 0 ARGS``; yield ``(process, url)``; stop it with SIGTERM."""
     proc = subprocess.Popen([GYM, "serve", "--port", "0", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
     try:
         yield proc, read_url(proc, timeout)
     finally:
@@ -733,24 +733,12 @@ async def test_a_rollout_the_collector_gave_up_on_stops_on_the_runner(fresh_plug
 def test_a_runner_takes_the_open_files_its_clients_need(fake_openai, gym_env, tmp_path):
     """Started with a soft limit of 200 open files, a runner serving 300 rollouts at once
     (600 connections: the collector's and the model's) raises its own soft limit."""
-    import resource
-
-    def low_soft_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-
     fake_openai.latency = 0.3  # all 300 rollouts in flight at once
-    rows = EXAMPLE.read_text().splitlines()
-    tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text("".join(rows[i % len(rows)] + "\n" for i in range(600)))
-    proc = subprocess.Popen([GYM, "serve", "--port", "0", "--agent", "weather", "--model", "openai:fake"], env=gym_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=low_soft_limit)
-    try:
-        url = read_url(proc, 20)
+    tasks = weather_tasks(tmp_path / "tasks.jsonl", 600)
+    with gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env,
+                   preexec_fn=open_file_limit(200)) as (_proc, url):
         out = tmp_path / "out.jsonl"
         result = run_gym("collect", "--server", url, "--agent", "weather", "-i", str(tasks), "-o", str(out),
                          "--parallel", "300", "--max-retries", "0", "-q", env=gym_env)
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert len(read_jsonl(out)) == 600
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(read_jsonl(out)) == 600
