@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def main() -> None:
     limit = args.parallel / (2 * args.latency_ms / 1000) if args.latency_ms else None
     print(f"bare client, {args.latency_ms:g} ms, {args.parallel} in flight: {rate:.0f} rollouts/s"
           + (f", {rate / limit:.3f} of the limit {limit:.0f}" if limit else "")
-          + f", {1000 * result['cpu_s'] / result['rollouts']:.3f} ms CPU per rollout", file=sys.stdout)
+          + f", {1000 * result['cpu_s'] / result['rollouts']:.3f} ms CPU per rollout")
 
 
 if __name__ == "__main__":

@@ -9,33 +9,33 @@ from __future__ import annotations
 HEADROOM = 128
 
 
-def _raise_soft_limit(want: int | None) -> tuple[int | None, int | None]:
+def _raise_soft_limit(want: int | None) -> int | None:
     """Raise the soft ``RLIMIT_NOFILE`` to ``want`` (``None``: as far as allowed), never past
-    the hard limit, which only an administrator can raise. Return ``(soft, hard)`` after;
+    the hard limit, which only an administrator can raise. Return the soft limit after;
     ``None`` for unlimited, or where there is no such limit (not a Unix)."""
     try:
         import resource
     except ImportError:
-        return None, None
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     unlimited = resource.RLIM_INFINITY
     soft_now = None if soft == unlimited else soft
     hard_now = None if hard == unlimited else hard
     target = hard_now if want is None else (want if hard_now is None else min(want, hard_now))
     if soft_now is None or (target is not None and soft_now >= target):
-        return soft_now, hard_now
+        return soft_now
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (unlimited if target is None else target, hard))
     except (ValueError, OSError):
-        return soft_now, hard_now
-    return target, hard_now
+        return soft_now
+    return target
 
 
 def ensure_open_files(in_flight: int) -> str | None:
     """Make room for ``in_flight`` connections (``gym collect``); return a warning when even
     the hard limit is too low, else ``None``."""
     need = in_flight + HEADROOM
-    soft, _hard = _raise_soft_limit(need)
+    soft = _raise_soft_limit(need)
     if soft is None or soft >= need:
         return None
     return (f"gym: warning: {in_flight} rollouts in flight need about {need} open files, but this "
