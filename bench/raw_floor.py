@@ -7,7 +7,9 @@ what the round trips alone allow on this machine.
 
 A rollout sends the task's own request, answers the model's function call with a fixed tool
 output, and sends the second request: the bodies gymcore sends, minus everything gymcore adds
-(tool routing, verify, the output line, metrics, retries). Reports rollouts/s, the ratio to
+(tool routing, verify, the output line, metrics, retries). It sends as gymcore does: on Python
+3.11 each request leaves in the loop turn it is made (gymcore.eager_requests), as aiohttp does
+by itself on 3.12+. Reports rollouts/s, the ratio to
 parallel / (2 x latency), and the CPU of this process per rollout (imports excluded).
 """
 
@@ -23,11 +25,14 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from gymcore.eager_requests import send_requests_eagerly
+
 TOOL_OUTPUT = '{"city": "Paris", "temperature_c": 21, "conditions": "sunny"}'
 
 
 async def bare_rollouts(url: str, tasks: list[dict], parallel: int) -> float:
     """Run every task once with ``parallel`` in flight; return the wall time."""
+    send_requests_eagerly()
     jobs = iter(tasks)
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=headers) as http:

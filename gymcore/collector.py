@@ -24,6 +24,7 @@ import attrs
 from .agent import AgentConfig
 from .data import Rollout, Task, Timing, converter
 from .dataset import InputScan, iter_rows, scan_input
+from .eager_requests import send_requests_eagerly
 from .errors import GymError, InputError
 from .limits import ensure_open_files
 from .metrics import RunStats
@@ -203,6 +204,7 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
         raise GymError("--resume and --overwrite contradict each other: pick one")
     if not config.resume and not config.overwrite:
         refuse_to_overwrite(output)
+    send_requests_eagerly()  # Python 3.11: requests made together would leave together
     runner = await make_runner(plugins, config)
     try:
         return await _collect(runner, config)
