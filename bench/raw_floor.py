@@ -1,16 +1,16 @@
-"""The instrument's own ceiling: a bare aiohttp + orjson client (no gymcore) running the same
-weather rollouts against the same fake server, so collection figures can be read against
-what the round trips alone allow on this machine.
+"""The instrument's own ceiling: a bare aiohttp + orjson client, none of gymcore's collection
+code, running the same weather rollouts against the same fake server, so collection figures
+can be read against what the round trips alone allow on this machine.
 
     python bench/raw_floor.py [--latency-ms 100] [--parallel 64] [--rollouts 4000]
     python bench/raw_floor.py --url URL --input TASKS --parallel 64 --json   # used by run.py
 
 A rollout sends the task's own request, answers the model's function call with a fixed tool
 output, and sends the second request: the bodies gymcore sends, minus everything gymcore adds
-(tool routing, verify, the output line, metrics, retries). It sends as gymcore does: on Python
-3.11 each request leaves in the loop turn it is made (gymcore.eager_requests), as aiohttp does
-by itself on 3.12+. Reports rollouts/s, the ratio to
-parallel / (2 x latency), and the CPU of this process per rollout (imports excluded).
+(tool routing, verify, the output line, metrics, retries). It sends requests as gymcore does:
+on Python 3.11 each leaves in the loop turn it is made (gymcore.eager_requests), as aiohttp
+does by itself on 3.12+. Reports rollouts/s, the ratio to parallel / (2 x latency), and the
+CPU of this process per rollout (imports excluded).
 """
 
 from __future__ import annotations
