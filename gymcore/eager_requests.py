@@ -5,7 +5,7 @@ eagerly, so the request goes out at once. On 3.11 the task waits for the next tu
 event loop, so every request made in one turn goes out together in the next. Against a model
 server of steady latency, rollouts whose answers came together then ask together again, and
 again: each call waits behind the rest of its bunch. At 100 ms and 64 in flight that cost
-about 0.02 of the model-bound limit (``bench/run.py``; the README's performance section).
+about 0.03 of the model-bound limit (``bench/run.py``; the README's performance section).
 
 :func:`send_requests_eagerly` gives a 3.11 event loop a task factory that runs the first step
 of aiohttp's body writer at once, as 3.12's eager tasks do, and makes every other task exactly
