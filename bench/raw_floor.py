@@ -25,34 +25,36 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from gymcore.eager_requests import send_requests_eagerly
+from gymcore.eager_requests import requests_sent_at_once
 
 TOOL_OUTPUT = '{"city": "Paris", "temperature_c": 21, "conditions": "sunny"}'
 
 
 async def bare_rollouts(url: str, tasks: list[dict], parallel: int) -> float:
     """Run every task once with ``parallel`` in flight; return the wall time."""
-    send_requests_eagerly()
     jobs = iter(tasks)
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=headers) as http:
-        async def post(body: dict) -> dict:
-            async with http.post(f"{url}/responses", data=orjson.dumps(body)) as resp:
-                return orjson.loads(await resp.read())
+    connector = aiohttp.TCPConnector(limit=0)
+    with requests_sent_at_once():
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+            async def post(body: dict) -> dict:
+                async with http.post(f"{url}/responses", data=orjson.dumps(body)) as resp:
+                    return orjson.loads(await resp.read())
 
-        async def worker() -> None:
-            for task in jobs:
-                params = task["responses_create_params"]
-                items = list(params["input"])
-                for _ in range(2):
-                    output = (await post({**params, "model": "bench", "input": items}))["output"]
-                    items += output
-                    items += [{"type": "function_call_output", "call_id": item["call_id"], "output": TOOL_OUTPUT}
-                              for item in output if item.get("type") == "function_call"]
+            async def worker() -> None:
+                for task in jobs:
+                    params = task["responses_create_params"]
+                    items = list(params["input"])
+                    for _ in range(2):
+                        output = (await post({**params, "model": "bench", "input": items}))["output"]
+                        items += output
+                        items += [{"type": "function_call_output", "call_id": item["call_id"],
+                                   "output": TOOL_OUTPUT}
+                                  for item in output if item.get("type") == "function_call"]
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(parallel)))
-        return time.perf_counter() - started
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(parallel)))
+            return time.perf_counter() - started
 
 
 def measure(url: str, input_path: Path, parallel: int) -> dict:

@@ -24,7 +24,7 @@ import attrs
 from .agent import AgentConfig
 from .data import Rollout, Task, Timing, converter
 from .dataset import InputScan, iter_rows, scan_input
-from .eager_requests import send_requests_eagerly
+from .eager_requests import requests_sent_at_once
 from .errors import GymError, InputError
 from .limits import ensure_open_files
 from .metrics import RunStats
@@ -204,12 +204,12 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
         raise GymError("--resume and --overwrite contradict each other: pick one")
     if not config.resume and not config.overwrite:
         refuse_to_overwrite(output)
-    send_requests_eagerly()  # Python 3.11: requests made together would leave together
-    runner = await make_runner(plugins, config)
-    try:
-        return await _collect(runner, config)
-    finally:
-        await runner.aclose()
+    with requests_sent_at_once():  # Python 3.11: requests made together would leave together
+        runner = await make_runner(plugins, config)
+        try:
+            return await _collect(runner, config)
+        finally:
+            await runner.aclose()
 
 
 async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, Any]:

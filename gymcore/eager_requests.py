@@ -7,35 +7,41 @@ server of steady latency, rollouts whose answers came together then ask together
 again: each call waits behind the rest of its bunch. At 100 ms and 64 in flight that cost
 about 0.03 of the model-bound limit (``bench/run.py``; the README's performance section).
 
-:func:`send_requests_eagerly` gives a 3.11 event loop a task factory that runs the first step
-of aiohttp's body writer at once, as 3.12's eager tasks do, and makes every other task exactly
-as asyncio would. One difference remains: during that first step ``asyncio.current_task()``
+:func:`requests_sent_at_once` gives a 3.11 event loop, for a ``with`` block, a task factory
+that runs the first step of aiohttp's body writer at once, as 3.12's eager tasks do, and makes
+every other task exactly as asyncio would. One difference remains: during that first step ``asyncio.current_task()``
 is the caller's task, which aiohttp's writer does not look at.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import sys
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Iterator
 
 #: The coroutine aiohttp's ``ClientRequest.send`` hands to ``asyncio.create_task``.
 BODY_WRITER = "ClientRequest.write_bytes"
 
 
-def send_requests_eagerly(loop: asyncio.AbstractEventLoop | None = None) -> bool:
-    """Make ``loop`` (the running one by default) send aiohttp requests at once; return
-    whether it now does. Python 3.12+ needs nothing; a loop that already has a task factory
-    of someone else's is left alone."""
-    if sys.version_info >= (3, 12):
-        return False
+@contextlib.contextmanager
+def requests_sent_at_once(loop: asyncio.AbstractEventLoop | None = None) -> Iterator[bool]:
+    """For the ``with`` block, make ``loop`` (the running one by default) send aiohttp
+    requests at once; yield whether this block installed the task factory that does it.
+
+    Python 3.12+ needs nothing. A loop that already has a task factory (someone else's, or
+    this one from an enclosing block) is left alone, and so is the loop after the block."""
     loop = loop or asyncio.get_running_loop()
-    factory = loop.get_task_factory()
-    if factory is None:
-        loop.set_task_factory(_task_factory)
-        return True
-    return factory is _task_factory
+    if sys.version_info >= (3, 12) or loop.get_task_factory() is not None:
+        yield False
+        return
+    loop.set_task_factory(_task_factory)
+    try:
+        yield True
+    finally:
+        if loop.get_task_factory() is _task_factory:
+            loop.set_task_factory(None)
 
 
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],

@@ -33,7 +33,7 @@ from .agent import DEFAULT_MAX_STEPS, AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
 from .data import Session, converter
 from .dataset import validate_row
-from .eager_requests import send_requests_eagerly
+from .eager_requests import requests_sent_at_once
 from .environment import Environment
 from .errors import GymError, InputError, ModelError
 from .limits import raise_open_files_to_hard_limit
@@ -452,10 +452,10 @@ def create_app(
     app[HOST_KEY] = host
 
     async def life_cycle(_app: web.Application):
-        send_requests_eagerly()  # Python 3.11: the model calls of rollouts served together would bunch
-        await host.start()
-        yield
-        await host.stop()
+        with requests_sent_at_once():  # Python 3.11: the model calls of rollouts served together would bunch
+            await host.start()
+            yield
+            await host.stop()
 
     app.cleanup_ctx.append(life_cycle)
     agent = "/agents/{agent}"

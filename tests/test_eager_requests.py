@@ -4,6 +4,7 @@ and server on 127.0.0.1, with turns counted by a callback that runs once per tur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sys
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gymcore.eager_requests import send_requests_eagerly
+from gymcore.eager_requests import requests_sent_at_once
 
 ON_311 = sys.version_info < (3, 12)
 
@@ -51,8 +52,11 @@ async def digest(request: web.Request) -> web.Response:
 async def turns_from_request_to_body(eager: bool, requests: int = 8) -> list[int]:
     """For each of ``requests`` posts made in the same turn: how many turns after its
     headers were ready its body was handed to the socket."""
-    if eager:
-        send_requests_eagerly()
+    with requests_sent_at_once() if eager else contextlib.nullcontext():
+        return await _turns_from_request_to_body(requests)
+
+
+async def _turns_from_request_to_body(requests: int) -> list[int]:
     turns = Turns()
     made: dict[int, int] = {}
     lags: list[int] = []
@@ -103,11 +107,12 @@ def test_a_body_larger_than_the_socket_buffer_arrives_whole():
         return await digest(request)
 
     async def main() -> dict:
-        assert send_requests_eagerly() is ON_311
         runner, url = await start_server(handler)
         try:
-            async with aiohttp.ClientSession() as http, http.post(url, data=body) as resp:
-                return await resp.json()
+            with requests_sent_at_once() as installed:
+                assert installed is ON_311
+                async with aiohttp.ClientSession() as http, http.post(url, data=body) as resp:
+                    return await resp.json()
         finally:
             await runner.cleanup()
 
@@ -123,8 +128,6 @@ def test_a_request_given_up_on_midway_through_its_body_leaves_no_writer_behind()
     left_over: list[str] = []
 
     async def main() -> None:
-        send_requests_eagerly()
-
         async def never_reads(_request: web.Request) -> web.Response:
             writers_seen.extend(t.get_coro().__qualname__ for t in asyncio.all_tasks())
             await asyncio.sleep(30)
@@ -132,10 +135,11 @@ def test_a_request_given_up_on_midway_through_its_body_leaves_no_writer_behind()
 
         runner, url = await start_server(never_reads)
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as http:
-                with pytest.raises(asyncio.TimeoutError):
-                    async with http.post(url, data=body):
-                        pass
+            with requests_sent_at_once():
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as http:
+                    with pytest.raises(asyncio.TimeoutError):
+                        async with http.post(url, data=body):
+                            pass
             await asyncio.sleep(0.05)
             left_over.extend(t.get_coro().__qualname__ for t in asyncio.all_tasks()
                              if t is not asyncio.current_task() and not t.done())
@@ -148,26 +152,33 @@ def test_a_request_given_up_on_midway_through_its_body_leaves_no_writer_behind()
     assert not [name for name in left_over if "write_bytes" in name or name == "_go_on"], left_over
 
 
-def test_other_tasks_are_made_as_asyncio_makes_them():
+def test_other_tasks_are_made_as_asyncio_makes_them_and_the_loop_is_left_as_found():
     async def named() -> str:
         return asyncio.current_task().get_name()
 
-    async def main() -> tuple[str, bool]:
-        send_requests_eagerly()
-        task = asyncio.get_running_loop().create_task(named(), name="mine")
-        assert isinstance(task, asyncio.Task) and not task.done()  # not run before its turn
-        return await task, send_requests_eagerly()
+    async def main() -> tuple[str, bool, bool, object]:
+        loop = asyncio.get_running_loop()
+        with requests_sent_at_once() as installed:
+            task = loop.create_task(named(), name="mine")
+            assert isinstance(task, asyncio.Task) and not task.done()  # not run before its turn
+            with requests_sent_at_once() as nested:  # an enclosing block's factory stays
+                pass
+            assert (loop.get_task_factory() is not None) is ON_311
+            name = await task
+        return name, installed, nested, loop.get_task_factory()
 
-    assert asyncio.run(main()) == ("mine", ON_311)
+    assert asyncio.run(main()) == ("mine", ON_311, False, None)
 
 
 def test_a_loop_with_a_task_factory_of_its_own_keeps_it():
     def theirs(loop, coro, **kwargs):
         return asyncio.Task(coro, loop=loop, **kwargs)
 
-    async def main() -> tuple[bool, object]:
+    async def main() -> tuple[bool, object, object]:
         loop = asyncio.get_running_loop()
         loop.set_task_factory(theirs)
-        return send_requests_eagerly(), loop.get_task_factory()
+        with requests_sent_at_once() as installed:
+            during = loop.get_task_factory()
+        return installed, during, loop.get_task_factory()
 
-    assert asyncio.run(main()) == (False, theirs)
+    assert asyncio.run(main()) == (False, theirs, theirs)
