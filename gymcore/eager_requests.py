@@ -9,8 +9,8 @@ about 0.03 of the model-bound limit (``bench/run.py``; the README's performance 
 
 :func:`requests_sent_at_once` gives a 3.11 event loop, for a ``with`` block, a task factory
 that runs the first step of aiohttp's body writer at once, as 3.12's eager tasks do, and makes
-every other task exactly as asyncio would. One difference remains: during that first step ``asyncio.current_task()``
-is the caller's task, which aiohttp's writer does not look at.
+every other task exactly as asyncio would. One difference remains: during that first step
+``asyncio.current_task()`` is the caller's task, which aiohttp's writer does not look at.
 """
 
 from __future__ import annotations

@@ -452,7 +452,7 @@ def create_app(
     app[HOST_KEY] = host
 
     async def life_cycle(_app: web.Application):
-        with requests_sent_at_once():  # Python 3.11: the model calls of rollouts served together would bunch
+        with requests_sent_at_once():  # Python 3.11: model calls of rollouts served together would bunch
             await host.start()
             yield
             await host.stop()
