@@ -203,8 +203,9 @@ def main() -> None:
           " request to exit; limit = parallel / (2 calls x latency); CPU: the collector process, start-up\n"
           " included (served: collector + runner, the runner's start-up excluded); start-up: process\n"
           " start to first model request; peak RSS: collector (served: collector + runner).\n"
-          " 'bare client': the same rollouts from bench/raw_floor.py, aiohttp + orjson and nothing else,\n"
-          " timed from its first request, CPU without imports: the ceiling on this server and machine)")
+          " 'bare client': the same rollouts from bench/raw_floor.py, aiohttp + orjson sending as gymcore\n"
+          " does and nothing else, timed from its first request, CPU without imports: the ceiling on\n"
+          " this server and machine)")
 
 
 if __name__ == "__main__":

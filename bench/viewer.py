@@ -174,7 +174,7 @@ def main() -> None:
               f"{rows(cold_page[2])} rows)")
         print(f"  at that moment: {status['lines']:,} lines found, {status['parsed']:,} parsed")
         full = min(50, args.rollouts - 50 * (page - 1))
-        while True:  # how soon page 500 (lines 24,951-25,000) has its rows
+        while True:  # how soon that page has all its rows
             first, _, body = ttfb(port, f"/rollouts?page={page}")
             if rows(body) == full:
                 break

@@ -15,11 +15,11 @@ import attrs
 
 from .agent import plugin_error
 from .data import Rollout, Verdict, converter
+from .dataset import validate_row
 from .environment import Environment
 from .errors import GymError
 from .metrics import RunStats
 from .plugins import Plugins
-from .dataset import validate_row
 from .runfiles import (JsonlAppender, check_rollout_line, failure_record, failures_path, metrics_path,
                        read_complete_lines, refuse_to_overwrite, refuse_to_write_over_input, write_json_atomic)
 from .runners import split_agent
