@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve_vs_embedded.py
 	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/input_scan.py
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

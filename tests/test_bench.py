@@ -57,3 +57,9 @@ def test_viewer_bench_serves_a_generated_file(tmp_path):
 def test_input_scan_bench_validates_a_generated_file(tmp_path):
     out = bench("input_scan.py", "--size-gb", "0.002", "--file", str(tmp_path / "input.jsonl"))
     assert "scan:" in out and "sha256:" in out, out
+
+
+def test_reliability_trial_loses_and_duplicates_nothing():
+    figures = json.loads(bench("reliability.py", "--tasks", "6", "--repeats", "2", "--kills", "3", "--json"))
+    assert figures["rollouts"] == 12 and figures["kills"] + figures["runs that finished before the kill"] == 3
+    assert (figures["lost"], figures["duplicated"], figures["garbled"], figures["failures scored"]) == (0, 0, 0, 0)
