@@ -279,6 +279,81 @@ def verify_command(rollouts, output, agent, overwrite, parallel):
         raise SystemExit(1)
 
 
+@cli.command(name="compare")
+@click.argument("run_a", metavar="A.jsonl", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("run_b", metavar="B.jsonl", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--intersect", is_flag=True, help="Compare the tasks both runs share when their task sets differ "
+              "(default: refuse, saying how many matched).")
+@click.option("--pass-threshold", type=float, default=1.0, show_default=True,
+              help="A rollout passes (for pass@k and flips) when its reward is at least this.")
+@click.option("--bootstrap", "resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Bootstrap resamples of the tasks.")
+@click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True,
+              help="Confidence level of the interval.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (same seed, same interval).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_command(run_a, run_b, intersect, pass_threshold, resamples, confidence, seed, as_json):
+    """Does run B beat run A on the same tasks? Pairs the runs by task (a row's id, else
+    its content) and reports mean reward and pass@k of each, their difference with a
+    paired bootstrap interval over tasks, McNemar's test on pass flips, and the flipped
+    tasks, worst first. Failed rollouts are counted per side, never as reward 0.
+
+    \b
+      gym collect ... --output runs/a.jsonl     # checkpoint A
+      gym collect ... --output runs/b.jsonl     # checkpoint B, same input
+      gym compare runs/a.jsonl runs/b.jsonl
+
+    The method is in docs/compare.md.
+    """
+    import json as json_module
+
+    from .compare import compare_runs, format_comparison
+    from .outcomes import read_run
+
+    try:
+        result = compare_runs(read_run(run_a), read_run(run_b), intersect=intersect, threshold=pass_threshold,
+                              resamples=resamples, confidence=confidence, seed=seed)
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(json_module.dumps(result, indent=2) if as_json else format_comparison(result))
+
+
+@cli.command(name="filter")
+@click.argument("run", metavar="RUN.jsonl", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="JSONL of the kept tasks' input rows.")
+@click.option("--pass-rate", metavar="LOW:HIGH", help="Keep tasks whose pass rate over their scored repeats is "
+              "within LOW..HIGH (inclusive), e.g. 0.2:0.8.")
+@click.option("--drop-zero-variance", is_flag=True, help="Drop tasks whose scored repeats all got the same "
+              "reward (no learning signal for group-relative training).")
+@click.option("--min-repeats", type=click.IntRange(min=1), help="Scored repeats a task needs to be judged; "
+              "tasks with fewer are reported and left out. Default: the run's --num-repeats.")
+@click.option("--pass-threshold", type=float, default=1.0, show_default=True,
+              help="A rollout passes when its reward is at least this.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def filter_command(run, output, pass_rate, drop_zero_variance, min_repeats, pass_threshold, overwrite):
+    """Keep the tasks of a run in a difficulty band and write their original input rows,
+    ready for the next collection or training run.
+
+    \b
+      gym collect --agent weather --input tasks.jsonl -n 8 --output runs/probe.jsonl
+      gym filter runs/probe.jsonl --pass-rate 0.2:0.8 --drop-zero-variance -o tasks.band.jsonl
+
+    Prints how many tasks each criterion kept. Failed rollouts are not fails: a task with
+    too few scored repeats is counted and left out, not guessed.
+    """
+    from .curate import FilterConfig, curate, parse_band
+    from .metrics import format_summary
+
+    try:
+        band = parse_band(pass_rate) if pass_rate else None
+        summary = curate(FilterConfig(run=run, output=output, pass_rate=band, drop_zero_variance=drop_zero_variance,
+                                      min_repeats=min_repeats, threshold=pass_threshold, overwrite=overwrite))
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(format_summary(summary))
+
+
 @cli.group()
 def new():
     """Start a new plugin from a template."""
