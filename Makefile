@@ -12,8 +12,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml plugins/gym-weather/pyproject.toml plugins/gym-openai-model/pyproject.toml
-	$(BIN)/pip install -q -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model
+$(STAMP): $(BIN)/python pyproject.toml plugins/gym-weather/pyproject.toml plugins/gym-openai-model/pyproject.toml \
+		plugins/gym-reasoning/pyproject.toml
+	$(BIN)/pip install -q -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning
 	touch $(STAMP)
 
 install: $(STAMP)

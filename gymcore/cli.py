@@ -354,6 +354,64 @@ def filter_command(run, output, pass_rate, drop_zero_variance, min_repeats, pass
     click.echo(format_summary(summary))
 
 
+@cli.command(name="datasets")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def datasets_command(as_json):
+    """List the task generators of the installed environments (ENV:NAME), for
+    `gym dataset make`."""
+    import json as json_module
+
+    from .generators import dataset_generators
+    from .plugins import load_plugins
+
+    generators = dataset_generators(load_plugins())
+    if as_json:
+        click.echo(json_module.dumps([{"name": g.spec, "environment": g.environment, "description": g.description}
+                                      for g in generators.values()], indent=2))
+        return
+    if not generators:
+        click.echo("no installed environment offers a dataset generator")
+        return
+    width = max(len(spec) for spec in generators)
+    for spec, generator in generators.items():
+        click.echo(f"{spec.ljust(width)}  {generator.description}")
+
+
+@cli.group()
+def dataset():
+    """Make task datasets with the environments' generators."""
+
+
+@dataset.command(name="make", context_settings={"ignore_unknown_options": False})
+@click.argument("generator", metavar="ENV:NAME")
+@click.argument("options", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--size", "-n", type=click.IntRange(min=1), required=True, help="Rows to make.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed (and options), same file.")
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The tasks JSONL to write (whole, or not at all).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def dataset_make(generator, options, size, seed, output, overwrite, quiet):
+    """Generate SIZE tasks with an environment's generator and write them as an input
+    JSONL for `gym collect`. KEY=VALUE words are passed to the generator (e.g. a
+    difficulty); `gym datasets` lists the generators.
+
+    \b
+      gym dataset make reasoning:leg_counting --size 500 --seed 1 -o tasks.jsonl
+      gym collect --agent reasoning --input tasks.jsonl --model openai:NAME -o runs/legs.jsonl
+    """
+    from .generators import dataset_generators, find_generator, make_dataset, parse_options
+    from .plugins import load_plugins
+
+    try:
+        found = find_generator(dataset_generators(load_plugins()), generator)
+        summary = make_dataset(found, output, size=size, seed=seed, options=parse_options(options),
+                               overwrite=overwrite, progress=not quiet)
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(f"wrote {summary['rows']} tasks from {summary['generator']} (seed {seed}) to {output}")
+
+
 @cli.group()
 def new():
     """Start a new plugin from a template."""

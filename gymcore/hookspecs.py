@@ -95,6 +95,23 @@ def example_rollouts():
     """
 
 
+@hookspec
+def register_datasets(register):
+    """Offer task generators by calling ``register(name, generate, description)`` (optional).
+
+    ``gym datasets`` lists them as ``ENV:NAME``, where ``ENV`` is this environment's name;
+    ``gym dataset make ENV:NAME --size N --seed S -o tasks.jsonl [KEY=VALUE ...]`` calls
+    ``generate(size=N, seed=S, **options)``, each ``KEY=VALUE`` becoming an option (values
+    parsed as YAML scalars: ``difficulty=3``, ``min_animals=2``). ``generate`` returns an
+    iterable of task rows, each a dict shaped as an input JSONL line (with the ground truth
+    ``verify`` needs in ``verifier_metadata``); gymcore validates and writes them. The same
+    ``size``, ``seed`` and options must give the same rows, so a dataset is reproducible
+    from its command line. Raise ``ValueError`` (or ``TypeError`` for an unknown option)
+    with a message for the user when the options are wrong. Called only by the dataset
+    commands, so a generator may import heavy libraries inside ``generate``.
+    """
+
+
 # --- model backends --------------------------------------------------------------------
 
 

@@ -127,3 +127,20 @@ async def verify(session, response):
     reported = city_correct and reports(answer, matching[-1])
     return {"reward": 0.5 * city_correct + 0.5 * reported, "called_tool": int(called),
             "city_correct": int(city_correct), "reported_result": int(reported), "has_ground_truth": 1}
+
+
+def example_tasks(size: int, seed: int) -> list[dict[str, Any]]:
+    """``size`` of the bundled example tasks, in an order shuffled by ``seed``."""
+    import random
+
+    rows = [orjson.loads(line) for line in (DATA / "example.jsonl").read_bytes().splitlines() if line.strip()]
+    if size > len(rows):
+        raise ValueError(f"the example set has {len(rows)} tasks; ask for --size {len(rows)} or fewer")
+    random.Random(seed).shuffle(rows)
+    return rows[:size]
+
+
+@hookimpl
+def register_datasets(register):
+    register("example", example_tasks, "the 24 bundled example tasks (NeMo Gym's weather rows, with ground truth), "
+             "shuffled by --seed")
