@@ -87,7 +87,8 @@ def test_connection_errors_after_a_model_call_succeeded_do_not_stop_the_run(tmp_
 def test_model_timeout_is_an_option_of_collect_and_serve(tmp_path):
     for command in ("collect", "serve"):
         result = run_gym(command, "--help")
-        assert "--model-timeout SECONDS" in result.stdout and "Default: 600" in result.stdout, command
+        text = " ".join(result.stdout.split())  # as wrapped at any terminal width
+        assert "--model-timeout SECONDS" in text and "Default: 600." in text, command
     # gym serve passes it to its backend: a served run against a frozen model fails per call
     tasks, out = write_tasks(tmp_path / "tasks.jsonl", ["Paris", "London", "Oslo"]), tmp_path / "out.jsonl"
     with frozen_server() as model_url, \
