@@ -71,8 +71,9 @@ def test_a_server_that_never_answers_times_out_per_call_and_stops(tmp_path, gym_
 
 def test_connection_errors_after_a_model_call_succeeded_do_not_stop_the_run(tmp_path, gym_env, fake_openai):
     """The first call succeeds (its rollout is still running when the others fail), then
-    every connection is dropped: failures, but the run goes on to the end."""
-    fake_openai.faults = [None] + [{"reset": True}] * 100
+    every connection is dropped (half a second late, so that the success is seen first):
+    failures, but the run goes on to the end."""
+    fake_openai.faults = [None] + [{"hang": 0.5, "reset": True}] * 100
     tasks, out = write_tasks(tmp_path / "tasks.jsonl", ["Paris", "London", "Oslo", "Tokyo"]), tmp_path / "out.jsonl"
     result = run_gym(*collect_args(tasks, out, "--parallel", "2", "--max-retries", "0"), env=gym_env, timeout=60)
     assert result.returncode == 1, result.stderr
