@@ -102,7 +102,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
 
     \b
     Exit status: 0 every rollout scored; 1 an error, some rollouts failed,
-    or the run stopped early (--max-failures, rejected credentials);
+    or the run stopped early (--max-failures, rejected credentials,
+    a model server never reached);
     130 interrupted (resume it).
     """
     import asyncio
