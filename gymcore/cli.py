@@ -411,9 +411,10 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     logging.basicConfig(level=logging.WARNING, format="gym serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         check_bind(host, token)
+        agent_config = AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS,
+                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
-                         max_body_size=max_body_size, agent_config=AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS,
-                                                  model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT))
+                         max_body_size=max_body_size, agent_config=agent_config)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))
     except GymError as exc:
         raise _fail(exc)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .data import Rollout
-from .metrics import failure_class
+from .metrics import failure_class, sample_message
 
 #: HTTP statuses that say the URL is wrong rather than the request.
 WRONG_URL_STATUSES = frozenset({404, 405})
@@ -59,7 +59,8 @@ class ModelReach:
         hint = unreachable_hint(error)
         if hint is None:
             return None
-        return f"no model call has succeeded ({failure_class(error)}: {error.get('message')}); {hint}"
+        message = sample_message(error.get("message"))  # names the URL; untrusted text on one line
+        return f"no model call has succeeded ({failure_class(error)}: {message}); {hint}"
 
 
 class _Watched:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .conftest import SECRET_KEY, read_jsonl, run_gym
 from .fake_openai import frozen_server, refused_url
-from .test_collect_faults import collect_args, write_tasks
+from .test_collect_faults import CITIES, collect_args, write_tasks
 from .test_serve import gym_serve, serve_env
 
 
@@ -74,7 +74,7 @@ def test_connection_errors_after_a_model_call_succeeded_do_not_stop_the_run(tmp_
     every connection is dropped (half a second late, so that the success is seen first):
     failures, but the run goes on to the end."""
     fake_openai.faults = [None] + [{"hang": 0.5, "reset": True}] * 100
-    tasks, out = write_tasks(tmp_path / "tasks.jsonl", ["Paris", "London", "Oslo", "Tokyo"]), tmp_path / "out.jsonl"
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", CITIES[:4]), tmp_path / "out.jsonl"
     result = run_gym(*collect_args(tasks, out, "--parallel", "2", "--max-retries", "0"), env=gym_env, timeout=60)
     assert result.returncode == 1, result.stderr
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
@@ -91,7 +91,7 @@ def test_model_timeout_is_an_option_of_collect_and_serve(tmp_path):
         text = " ".join(result.stdout.split())  # as wrapped at any terminal width
         assert "--model-timeout SECONDS" in text and "Default: 600." in text, command
     # gym serve passes it to its backend: a served run against a frozen model fails per call
-    tasks, out = write_tasks(tmp_path / "tasks.jsonl", ["Paris", "London", "Oslo"]), tmp_path / "out.jsonl"
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", CITIES[:3]), tmp_path / "out.jsonl"
     with frozen_server() as model_url, \
             gym_serve("--agent", "weather", "--model", "openai:m", "--model-timeout", "0.3",
                       env=serve_env(OPENAI_BASE_URL=model_url, OPENAI_API_KEY=SECRET_KEY)) as (_proc, server):
