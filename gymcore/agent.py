@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from .backends import ModelBackend
+from .backends import DEFAULT_MODEL_TIMEOUT, ModelBackend
 from .data import Rollout, Task, Timing
 from .environment import Environment
 from .errors import ModelError
@@ -22,12 +22,13 @@ DEFAULT_MAX_STEPS = 16
 
 @attrs.define
 class AgentConfig:
-    """How the loop runs: step bound, ``responses_create_params`` overrides, and how failed
-    model calls are retried."""
+    """How the loop runs: step bound, ``responses_create_params`` overrides, how failed
+    model calls are retried, and how long one may take (handed to the backend)."""
 
     max_steps: int = DEFAULT_MAX_STEPS
     overrides: dict[str, Any] = attrs.field(factory=dict)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    model_timeout: float = DEFAULT_MODEL_TIMEOUT
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:

@@ -15,7 +15,11 @@ from .plugins import Plugins
 if TYPE_CHECKING:  # the openai SDK's typed request params, for type checkers only (no import cost)
     from openai.types.responses import ResponseCreateParams
 
-__all__ = ["ModelBackend", "ModelContext", "ModelError", "BackendInfo", "model_backends", "create_backend"]
+__all__ = ["ModelBackend", "ModelContext", "ModelError", "BackendInfo", "model_backends", "create_backend",
+           "DEFAULT_MODEL_TIMEOUT"]
+
+#: Seconds one model call may take by default (each attempt; the openai SDK's default too).
+DEFAULT_MODEL_TIMEOUT = 600.0
 
 
 class ModelBackend(Protocol):
@@ -32,6 +36,10 @@ class ModelContext:
 
     environment: Any = None  # gymcore.environment.Environment or None
     options: dict[str, Any] = attrs.field(factory=dict)
+    #: seconds one call may take (each attempt: the agent loop retries a timeout); past it,
+    #: raise ``ModelError(kind="timeout")``. ``None``: the backend's own default. A backend
+    #: that calls no server (``replay``) ignores it.
+    timeout: float | None = None
 
 
 @attrs.define

@@ -64,6 +64,11 @@ def cli():
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Bound each rollout as a whole (model, tools, verify); a rollout that takes longer "
               "fails with class 'timeout'. Default: none.")
+@click.option("--model-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Bound each model call, per attempt: a call with no answer by then is a timeout, retried like "
+              "a lost connection (--max-retries), then a failure of class 'model:timeout'. Lower it when replies "
+              "are short, so that a hung model server fails fast. With --server, give it to `gym serve` instead. "
+              "Default: 600.")
 @click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS", help="After Ctrl-C or SIGTERM, how "
               "long rollouts in flight may take to finish before they are cancelled. Default: 30.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -74,7 +79,7 @@ def cli():
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, grace, quiet, servers, token):
+            max_retries, timeout, model_timeout, grace, quiet, servers, token):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -97,12 +102,14 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
 
     \b
     Exit status: 0 every rollout scored; 1 an error, some rollouts failed,
-    or the run stopped early (--max-failures, rejected credentials);
+    or the run stopped early (--max-failures, rejected credentials,
+    a model server never reached);
     130 interrupted (resume it).
     """
     import asyncio
 
     from .agent import DEFAULT_MAX_STEPS, AgentConfig
+    from .backends import DEFAULT_MODEL_TIMEOUT
     from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
     from .stopping import DEFAULT_GRACE
     from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
@@ -141,6 +148,9 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.BadParameter(str(exc), param_hint="--max-failures")
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other: pick one")
+    if servers and model_timeout is not None:  # the runners call the model, with their own bound
+        raise click.UsageError("--model-timeout bounds the model calls of this process; with --server the "
+                               "runners call the model: pass it to `gym serve --model-timeout` instead")
     retry = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
     config = CollectConfig(
         agent=str(given["agent"]),
@@ -151,7 +161,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         num_repeats=given["num_repeats"] or 1,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
         agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
-                                 retry=retry),
+                                 retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT),
         progress=not quiet,
         resume=resume,
         overwrite=overwrite,
@@ -507,7 +517,10 @@ def view(ctx, file, host, port):
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Default step bound of hosted rollouts. Default: 16.")
-def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps):
+@click.option("--model-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Bound each model call, per attempt, as for `gym collect`. Default: 600.")
+def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
+          model_timeout):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -520,6 +533,7 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     import logging
 
     from .agent import DEFAULT_MAX_STEPS, AgentConfig
+    from .backends import DEFAULT_MODEL_TIMEOUT
     from .config import default_model
     from .plugins import load_plugins
     from .server import check_bind, create_app, serve_until_signalled
@@ -530,8 +544,10 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     logging.basicConfig(level=logging.WARNING, format="gym serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         check_bind(host, token)
+        agent_config = AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS,
+                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
-                         max_body_size=max_body_size, agent_config=AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS))
+                         max_body_size=max_body_size, agent_config=agent_config)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))
     except GymError as exc:
         raise _fail(exc)

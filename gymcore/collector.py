@@ -29,6 +29,7 @@ from .errors import GymError, InputError
 from .limits import ensure_open_files
 from .metrics import RunStats
 from .plugins import Plugins
+from .reach import ModelReach
 from .runfiles import (JsonlAppender, ResumeState, RunRecord, failure_record, failures_path, file_sha256,
                        metrics_path, refuse_to_overwrite, refuse_to_write_over_input, resume, run_record_path,
                        write_json_atomic)
@@ -198,7 +199,7 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
 async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
     """Run (or resume) a whole collection; return the summary (also written to
     ``*.metrics.json``). ``summary["status"]`` says how it ended: ``completed``,
-    ``stopped`` (too many failures, an auth failure) or ``interrupted`` (a signal)."""
+    ``stopped`` (too many failures, an auth failure, a model never reached) or ``interrupted`` (a signal)."""
     output = config.output
     if config.resume and config.overwrite:
         raise GymError("--resume and --overwrite contradict each other: pick one")
@@ -235,6 +236,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
     timeout = config.timeout
     in_flight = 0
     control.in_flight = lambda: in_flight
+    # an embedded runner watches its backend's calls; otherwise judge from finished rollouts
+    reach: ModelReach = getattr(runner, "reach", None) or ModelReach()
 
     async def run_one(task_index: int, rollout_index: int, task: Task) -> Rollout:
         if timeout is None:
@@ -265,6 +268,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
             else:
                 failures.write(failure_record(rollout, state.invocation))
             stats.add(rollout)
+            unreachable = reach.stop_reason(rollout)
             progress.update(stats)
             del rollout  # nothing of a written rollout outlives it
             if error is not None:
@@ -272,6 +276,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
                 if error.get("kind") == "auth":
                     control.stop(f"the model endpoint refused the credentials (check the API key): "
                                  f"{error.get('message')}", at_once=True)
+                elif unreachable:  # every other call would fail the same way
+                    control.stop(unreachable, at_once=True)
                 elif tolerated is not None and failed > tolerated:
                     control.stop(f"{failed} rollouts failed, more than --max-failures "
                                  f"{config.max_failures:g} allows ({tolerated})")

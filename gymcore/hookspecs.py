@@ -122,12 +122,15 @@ def register_models(register):
     ``gym collect --model PREFIX:NAME`` picks the backend whose prefix matches and calls
     ``factory(name, context)``, where ``name`` is the text after the colon (may be empty)
     and ``context`` is a :class:`gymcore.backends.ModelContext` (the environment, for
-    backends that need its data). The factory returns an object with
+    backends that need its data; ``timeout``, the seconds one call may take, from
+    ``--model-timeout``). The factory returns an object with
 
     * ``async def create_response(self, request: dict) -> dict``: take a Responses-API
       request body (``model``, ``input``, ``tools``, sampling parameters) and return a
       Responses-API response body (``id``, ``output``, ``status``, ``usage``);
-      raise :class:`gymcore.backends.ModelError` on failure;
+      raise :class:`gymcore.backends.ModelError` on failure (``kind="connection"`` when the
+      server cannot be reached, ``kind="timeout"`` past ``context.timeout``: both are
+      retried, and a run none of whose calls has succeeded stops at once on them);
     * ``async def aclose(self)``: release connections;
     * a ``label`` attribute: the name written into each rollout's ``model`` field.
     """

@@ -6,6 +6,7 @@ number of rollouts per task.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from math import comb
 from typing import Any
@@ -41,6 +42,18 @@ def failure_class(error: dict[str, Any] | None) -> str:
     return f"{kind}:{detail}" if detail else kind
 
 
+#: How much of a failure message a sample keeps.
+SAMPLE_CHARS = 500
+_CONTROL_OR_SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+
+
+def sample_message(message: Any) -> str:
+    """A failure message fit for one terminal line: whitespace and control characters (a
+    server's error body is untrusted) collapsed to single spaces, at most SAMPLE_CHARS."""
+    text = _CONTROL_OR_SPACE.sub(" ", str(message or "")).strip()
+    return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS - 1] + "…"
+
+
 @attrs.define
 class RunStats:
     """Accumulates rollouts as they finish; :meth:`summary` gives the report.
@@ -62,6 +75,7 @@ class RunStats:
     output_tokens: int = 0
     total_tokens: int = 0
     failures: Counter = attrs.field(factory=Counter)
+    failure_samples: dict[str, str] = attrs.field(factory=dict)  # class -> its first message
     tasks_done: int = 0
     open_tasks: dict[int, list[int]] = attrs.field(factory=dict)  # task_index -> [seen, scored, passed]
     pass_sums: dict[int, float] = attrs.field(factory=dict)  # k -> sum over tasks of pass@k
@@ -91,7 +105,10 @@ class RunStats:
         counts = self.open_tasks.setdefault(task_index, [0, 0, 0])
         counts[0] += 1
         if error is not None or reward is None:
-            self.failures[failure_class(error)] += 1
+            cls = failure_class(error)
+            self.failures[cls] += 1
+            if cls not in self.failure_samples:
+                self.failure_samples[cls] = sample_message((error or {}).get("message"))
         else:
             self.scored += 1
             self.reward_sum += reward
@@ -127,6 +144,7 @@ class RunStats:
             "scored": self.scored,
             "failed": sum(self.failures.values()),
             "failures": dict(self.failures),
+            "failure_samples": dict(self.failure_samples),
             "tasks": self.tasks_done + len(self.open_tasks),
             "mean_reward": self.mean_reward,
             **self.pass_at(),
@@ -149,6 +167,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for key, value in summary.items():
         if isinstance(value, float):
             value = f"{value:.4f}"
+        elif isinstance(value, dict) and value and all(isinstance(v, str) for v in value.values()):
+            value = ("\n" + " " * (width + 2)).join(f"{k}: {v}" for k, v in value.items())  # one per line
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
         lines.append(f"{key.rjust(width)}: {value}")

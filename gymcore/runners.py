@@ -12,6 +12,7 @@ from .backends import ModelBackend, ModelContext, create_backend
 from .data import Rollout, Task
 from .environment import Environment
 from .plugins import Plugins
+from .reach import ModelReach
 
 
 class RolloutRunner(Protocol):
@@ -36,7 +37,8 @@ class EmbeddedRunner:
     """Environment and model backend loaded from plugins into this process."""
 
     def __init__(self, env: Environment, model: ModelBackend, config: AgentConfig):
-        self.env, self.model, self.config = env, model, config
+        self.reach = ModelReach()  # knows call by call whether the model answered
+        self.env, self.model, self.config = env, self.reach.watch(model), config
         self.agent = env.name
         self.model_label = model.label
         self.is_replay = bool(getattr(model, "is_replay", False))
@@ -46,7 +48,7 @@ class EmbeddedRunner:
     @classmethod
     async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig) -> "EmbeddedRunner":
         env = await Environment.create(plugins, split_agent(agent))
-        backend = create_backend(plugins, model, ModelContext(environment=env))
+        backend = create_backend(plugins, model, ModelContext(environment=env, timeout=config.model_timeout))
         return cls(env, backend, config)
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:

@@ -157,7 +157,8 @@ class Host:
                 env = await Environment.create(self.plugins, split_agent(spec))
                 if env.name in self.agents:
                     raise GymError(f"agent {env.name!r} is given twice")
-                model = create_backend(self.plugins, self.model_spec, ModelContext(environment=env))
+                context = ModelContext(environment=env, timeout=self.agent_config.model_timeout)
+                model = create_backend(self.plugins, self.model_spec, context)
                 self.agents[env.name] = HostedAgent(env.name, env, model)
             # plugin_inventory runs its own event loop, so it gets a thread of its own.
             self.inventory = await asyncio.to_thread(plugin_inventory, self.plugins)

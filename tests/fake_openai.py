@@ -18,6 +18,10 @@ that output's temperature and conditions. Tests script it further:
 * ``latency``: seconds to sleep before each answer; ``jitter``: each sleep is drawn
   uniformly from ``latency ± jitter`` (seeded), as real model latencies vary.
 
+Two servers that are not there, for reachability tests: :func:`refused_url` (a port with
+nothing listening) and :func:`frozen_server` (connections are accepted by the kernel and
+never answered, as by a SIGSTOPped model server).
+
 Every request's path, headers, body and arrival time (``at``, ``time.monotonic()``) are
 kept in ``requests`` (``GET /_requests``), so tests can check retry delays.
 Run alone (benchmarks): ``python tests/fake_openai.py --port 0 --latency-ms 100`` prints
@@ -32,9 +36,11 @@ import itertools
 import json
 import random
 import re
+import socket
 import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from aiohttp import web
 
@@ -254,6 +260,25 @@ class FakeOpenAI:
         if self._loop is not None and self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def refused_url() -> str:
+    """A base URL on 127.0.0.1 where nothing listens: a port the system just handed out and
+    took back, so a connection to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+@contextmanager
+def frozen_server() -> Iterator[str]:
+    """The base URL of a server that never answers: its socket listens (the kernel completes
+    each handshake and takes the request) but nothing ever reads or replies."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
 def main() -> None:

@@ -45,3 +45,25 @@ def test_run_stats_summary():
     assert summary["rollouts"] == 10 and summary["scored"] == 9 and summary["total_tokens"] == 36
     assert summary["tasks"] == 4
     assert summary["rollouts_per_s"] == 5.0
+
+
+def test_one_sample_message_per_failure_class_on_one_clean_line():
+    """The first message of each class is kept; a server's error text (untrusted) is shown
+    on one line, without terminal escapes, and cut short."""
+    from gymcore.metrics import SAMPLE_CHARS, format_summary
+
+    stats = RunStats()
+    task = Task(responses_create_params={"input": "hi"})
+    errors = [{"type": "model", "kind": "http", "status": 502, "message": "bad gateway\n\x1b[2Jfrom proxy"},
+              {"type": "model", "kind": "http", "status": 502, "message": "a later 502"},
+              {"type": "model", "kind": "connection", "status": None, "message": "x" * 5000}]
+    for i, error in enumerate(errors):
+        stats.add(Rollout(task=task, task_index=i, rollout_index=0, agent="a", model="m", error=error))
+    summary = stats.summary(1.0)
+    samples = summary["failure_samples"]
+    assert samples["model:502"] == "bad gateway [2Jfrom proxy"
+    assert len(samples["model:connection"]) == SAMPLE_CHARS and samples["model:connection"].endswith("…")
+    text = format_summary(summary)
+    assert "\x1b" not in text
+    assert "failure_samples: model:502: bad gateway" in text
+    assert any(line.strip().startswith("model:connection: xxx") for line in text.splitlines())

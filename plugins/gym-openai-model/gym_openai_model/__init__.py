@@ -22,7 +22,10 @@ def _factory(mode: str):
 
         if not name:
             raise GymError(f"--model {mode}: needs a model name, e.g. {mode}:gpt-4.1-mini")
-        return OpenAIBackend(name, mode=mode, **openai_settings(), **(context.options or {}))
+        settings: dict = dict(openai_settings())
+        if context.timeout is not None:
+            settings["timeout"] = context.timeout
+        return OpenAIBackend(name, mode=mode, **{**settings, **(context.options or {})})
 
     return factory
 

@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from gymcore import __version__
+from gymcore.backends import DEFAULT_MODEL_TIMEOUT
 from gymcore.errors import ModelError
 
 if TYPE_CHECKING:  # typed request params from the openai SDK, without importing it at run time
@@ -71,7 +72,7 @@ class OpenAIBackend:
 
     def __init__(self, model: str, *, mode: str = "openai", api_key: str | None = None,
                  base_url: str = "https://api.openai.com/v1", organization: str | None = None,
-                 project: str | None = None, timeout: float = 600.0, **_ignored: Any):
+                 project: str | None = None, timeout: float = DEFAULT_MODEL_TIMEOUT, **_ignored: Any):
         self.model = model
         self.mode = mode
         self.label = f"{mode}:{model}"
@@ -85,6 +86,7 @@ class OpenAIBackend:
             self._headers["OpenAI-Organization"] = organization
         if project:
             self._headers["OpenAI-Project"] = project
+        self.timeout = timeout  # seconds per attempt: a call with no answer by then is a timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -112,7 +114,8 @@ class OpenAIBackend:
         except aiohttp.ClientConnectionError as exc:
             raise ModelError(f"{self.label}: cannot reach {self.url}: {exc}", kind="connection") from None
         except asyncio.TimeoutError:
-            raise ModelError(f"{self.label}: no answer from {self.url} in time", kind="timeout") from None
+            raise ModelError(f"{self.label}: no answer from {self.url} within {self.timeout:g}s (--model-timeout)",
+                             kind="timeout") from None
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
