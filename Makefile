@@ -13,8 +13,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml plugins/gym-weather/pyproject.toml plugins/gym-openai-model/pyproject.toml \
-		plugins/gym-reasoning/pyproject.toml
-	$(BIN)/pip install -q -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning
+		plugins/gym-reasoning/pyproject.toml plugins/gym-math/pyproject.toml
+	$(BIN)/pip install -q -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning -e plugins/gym-math
 	touch $(STAMP)
 
 install: $(STAMP)
