@@ -14,6 +14,7 @@ from .backends import DEFAULT_MODEL_TIMEOUT, ModelBackend
 from .data import Rollout, Task, Timing
 from .environment import Environment
 from .errors import ModelError
+from .judge import Judge, JudgeError
 from .retry import RetryPolicy, call_with_retries
 
 #: A model that keeps calling tools is stopped after this many model calls by default.
@@ -79,11 +80,13 @@ async def run_rollout(
     task_index: int,
     rollout_index: int,
     config: AgentConfig,
+    judge: Judge | None = None,
 ) -> Rollout:
     """Run one whole rollout. A model call that still fails after the retries of
     ``config.retry``, or a plugin exception in ``setup_session``/``verify``, ends it with
     ``error`` set and no reward (the collector files it as a failure, never as a reward);
-    tool failures do not: the model sees them as tool output."""
+    tool failures do not: the model sees them as tool output. A ``judge`` is handed to the
+    hooks as ``session.judge``; if it fails, so does the rollout (class ``judge:...``)."""
     clock = time.perf_counter
     started = clock()
     timing = Timing()
@@ -95,9 +98,10 @@ async def run_rollout(
     usage: dict[str, Any] = {}
     last: dict[str, Any] = {}
     session = None
+    judged = judge.for_rollout() if judge is not None else None
     stage = "setup_session"  # which hook was running, for the error message
     try:
-        session = await env.open_session(task)
+        session = await env.open_session(task, judge=judged)
         stop = "max_steps"
         for _ in range(config.max_steps):
             request["input"] = base_input + items
@@ -135,6 +139,8 @@ async def run_rollout(
         t0 = clock()
         verdict = await env.verify(session, response)
         timing.verify_s = clock() - t0
+        if judged is not None and judged.error is not None:
+            raise judged.error  # verify went on without its judge: not a reward either
         rollout.reward = verdict.reward
         rollout.metrics = verdict.metrics
         stage = "teardown_session"
@@ -147,8 +153,13 @@ async def run_rollout(
             rollout.response = {**last, "output": episode_output(items), "usage": usage}
     except Exception as exc:  # a session hook, verify or a backend bug: a plugin error, not a reward
         rollout.reward = None
-        rollout.error = plugin_error(stage, exc)
+        # a hook that turned the judge's failure into an exception of its own: still the judge
+        failed_judge = judged.error if judged is not None and judged.error is not None else None
+        rollout.error = failed_judge.as_error() if failed_judge else (
+            exc.as_error() if isinstance(exc, JudgeError) else plugin_error(stage, exc))
     finally:
+        if judged is not None and judged.calls:
+            rollout.judge_usage = judged.usage
         try:
             if session is not None:  # not closed yet: the rollout failed or was cancelled
                 await env.close_session(session)

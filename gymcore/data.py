@@ -41,6 +41,9 @@ class Session:
     task: Task
     id: str = attrs.field(factory=lambda: f"s{next(_session_ids)}")
     state: dict[str, Any] = attrs.field(factory=dict)
+    #: the judge model for ``verify`` (:class:`gymcore.judge.RolloutJudge`); ``None`` unless
+    #: the run has ``--judge-model``
+    judge: Any = None
 
 
 @attrs.define(slots=True)
@@ -77,6 +80,8 @@ class Rollout:
     stop_reason: str | None = None
     timing: Timing = attrs.field(factory=Timing)
     error: dict[str, Any] | None = None
+    #: tokens the judge model used for this rollout's verify (``None``: no judge call)
+    judge_usage: dict[str, Any] | None = None
 
 
 converter = cattrs.Converter()
@@ -100,7 +105,7 @@ def _structure_task(row: dict[str, Any], _type: type) -> Task:
 
 _ROLLOUT_KEYS = (
     "task_index", "rollout_index", "agent", "model", "response", "reward",
-    "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error",
+    "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error", "judge_usage",
 )
 
 
@@ -127,6 +132,8 @@ def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
     line["stop_reason"] = rollout.stop_reason
     line["timing"] = attrs.asdict(rollout.timing)
     line["error"] = rollout.error
+    if rollout.judge_usage is not None:
+        line["judge_usage"] = rollout.judge_usage
     return line
 
 
@@ -149,6 +156,7 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
         stop_reason=line.get("stop_reason"),
         timing=converter.structure(line.get("timing") or {}, Timing),
         error=line.get("error"),
+        judge_usage=line.get("judge_usage"),
     )
 
 

@@ -110,8 +110,8 @@ class Environment:
 
     # --- per-rollout ------------------------------------------------------------------
 
-    async def open_session(self, task: Task) -> Session:
-        session = Session(task=task)
+    async def open_session(self, task: Task, judge: Any = None) -> Session:
+        session = Session(task=task, judge=judge)
         for plugin in self._plugins:
             if plugin.has("setup_session"):
                 await plugin.call("setup_session", session=session)

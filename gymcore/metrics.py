@@ -30,10 +30,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def failure_class(error: dict[str, Any] | None) -> str:
     """A failed rollout's class, for summaries and the failures sidecar: ``model:503``,
-    ``model:connection``, ``model:auth``, ``plugin:verify``, ``timeout``, ..."""
+    ``model:connection``, ``model:auth``, ``plugin:verify``, ``judge:503``, ``timeout``, ..."""
     error = error or {}
     kind = error.get("type") or "unknown"
-    if kind == "model":
+    if kind in ("model", "judge"):
         detail = error.get("status") if error.get("kind") == "http" and error.get("status") else error.get("kind")
     elif kind == "plugin":
         detail = error.get("hook") or error.get("kind")
@@ -72,6 +72,8 @@ class RunStats:
     tool_calls: int = 0
     tool_errors: int = 0
     input_tokens: int = 0
+    judge_input_tokens: int = 0
+    judge_output_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
     failures: Counter = attrs.field(factory=Counter)
@@ -82,15 +84,23 @@ class RunStats:
     pass_tasks: dict[int, int] = attrs.field(factory=dict)  # k -> tasks with >= k scored samples
 
     def add(self, rollout: Rollout) -> None:
+        self._add_judge(rollout.judge_usage)
         self._add(rollout.task_index, rollout.reward, rollout.error, rollout.turns, rollout.tool_calls,
                   rollout.tool_errors, (rollout.response or {}).get("usage"))
 
     def add_line(self, line: dict[str, Any]) -> None:
         """Count a rollout already in the output of a resumed run."""
         self.resumed += 1
+        self._add_judge(line.get("judge_usage"))
         self._add(line.get("task_index"), line.get("reward"), line.get("error"), line.get("turns") or 0,
                   line.get("tool_calls") or 0, line.get("tool_errors") or 0,
                   (line.get("response") or {}).get("usage"))
+
+    def _add_judge(self, usage: dict[str, Any] | None) -> None:
+        """The judge's tokens, kept apart from the policy's."""
+        if usage:
+            self.judge_input_tokens += usage.get("input_tokens", 0) or 0
+            self.judge_output_tokens += usage.get("output_tokens", 0) or 0
 
     def _add(self, task_index: Any, reward: float | None, error: dict[str, Any] | None, turns: int,
              tool_calls: int, tool_errors: int, usage: dict[str, Any] | None) -> None:
@@ -154,6 +164,8 @@ class RunStats:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
+            **({"judge_input_tokens": self.judge_input_tokens, "judge_output_tokens": self.judge_output_tokens}
+               if self.judge_input_tokens or self.judge_output_tokens else {}),
             "wall_s": round(wall_s, 3),
             # this invocation's pace: rollouts found in the output at resume do not count
             "rollouts_per_s": round((self.rollouts - self.resumed) / wall_s, 2) if wall_s > 0 else None,

@@ -155,11 +155,12 @@ class RunRecord:
     max_steps: int
     num_repeats: int
     limit: int | None
+    judge_model: str | None = None  # a judge scores differently: part of what the run is
     gymcore_version: str = __version__
     invocations: int = 1
 
-    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps")
-    _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model",
+    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model")
+    _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model", "judge_model": "judge model",
                "overrides": "request overrides", "max_steps": "max steps"}
 
     @classmethod

@@ -11,6 +11,7 @@ from .agent import AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
 from .data import Rollout, Task
 from .environment import Environment
+from .judge import Judge
 from .plugins import Plugins
 from .reach import ModelReach
 
@@ -36,9 +37,10 @@ def split_agent(agent: str) -> list[str]:
 class EmbeddedRunner:
     """Environment and model backend loaded from plugins into this process."""
 
-    def __init__(self, env: Environment, model: ModelBackend, config: AgentConfig):
+    def __init__(self, env: Environment, model: ModelBackend, config: AgentConfig, judge: Judge | None = None):
         self.reach = ModelReach()  # knows call by call whether the model answered
         self.env, self.model, self.config = env, self.reach.watch(model), config
+        self.judge = judge
         self.agent = env.name
         self.model_label = model.label
         self.is_replay = bool(getattr(model, "is_replay", False))
@@ -46,14 +48,21 @@ class EmbeddedRunner:
         self.example_dataset_name = str(env.example_dataset_path) if env.example_dataset_path else None
 
     @classmethod
-    async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig) -> "EmbeddedRunner":
+    async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig,
+                     judge_model: str | None = None) -> "EmbeddedRunner":
         env = await Environment.create(plugins, split_agent(agent))
-        backend = create_backend(plugins, model, ModelContext(environment=env, timeout=config.model_timeout))
-        return cls(env, backend, config)
+        context = ModelContext(environment=env, timeout=config.model_timeout)
+        backend = create_backend(plugins, model, context)
+        judge = Judge(create_backend(plugins, judge_model, context), config.retry) if judge_model else None
+        return cls(env, backend, config, judge)
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:
         return await run_rollout(self.env, self.model, task, task_index=task_index,
-                                 rollout_index=rollout_index, config=self.config)
+                                 rollout_index=rollout_index, config=self.config, judge=self.judge)
 
     async def aclose(self) -> None:
-        await self.model.aclose()
+        try:
+            await self.model.aclose()
+        finally:
+            if self.judge is not None:
+                await self.judge.aclose()
