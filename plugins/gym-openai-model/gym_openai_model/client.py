@@ -99,6 +99,14 @@ class OpenAIBackend:
                                                   timeout=self._timeout, json_serialize=None)
         return self._session
 
+    def _not_found_hint(self) -> str:
+        """What a 404/405 most likely means: a base URL without ``/v1``, or a server that
+        has no Responses API (llama.cpp before it had one, many vLLM-style servers)."""
+        hint = f" from POST {self.url} (is the base URL right? it usually ends in /v1"
+        if self.mode != "openai-chat":
+            hint += f"; if the server speaks only Chat Completions, use --model openai-chat:{self.model}"
+        return hint + ")"
+
     async def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body``; return the parsed JSON or raise :class:`ModelError`."""
         try:
@@ -106,7 +114,7 @@ class OpenAIBackend:
                 raw = await resp.read()
                 if resp.status >= 400:
                     kind = "auth" if resp.status in (401, 403) else "http"
-                    where = f" from POST {self.url} (is the base URL right?)" if resp.status in (404, 405) else ""
+                    where = self._not_found_hint() if resp.status in (404, 405) else ""
                     raise ModelError(f"{self.label}: {error_message(resp.status, raw)}{where}", status=resp.status,
                                      kind=kind, retry_after=_retry_after(resp.headers))
         except aiohttp.ClientConnectionError as exc:
@@ -134,7 +142,8 @@ class OpenAIBackend:
         body = dict(request)
         body["model"] = self.model
         data = await self.post(body)
-        if not isinstance(data.get("output"), list):
+        if not isinstance(data.get("output"), list) and not data.get("error") and data.get("status") not in (
+                "failed", "cancelled"):  # a failed reply may have no output: gymcore files it as a failure
             raise ModelError(f"{self.label}: response has no 'output' list", kind="protocol")
         return data
 
