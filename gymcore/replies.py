@@ -28,12 +28,25 @@ from .errors import ModelError
 #: ``error.code`` values of the Responses API that name a fault of the request itself
 #: (``openai.types.responses.ResponseError``): another try gets the same answer.
 REQUEST_FAULTS = frozenset({
-    "invalid_prompt", "invalid_image", "invalid_image_format", "invalid_base64_image", "invalid_image_url",
+    "invalid_prompt", "data_residency_mismatch", "bio_policy", "misalignment_policy_violation",
+    "invalid_image", "invalid_image_format", "invalid_base64_image", "invalid_image_url",
     "image_too_large", "image_too_small", "image_parse_error", "image_content_policy_violation",
     "invalid_image_mode", "image_file_too_large", "unsupported_image_media_type", "empty_image_file",
     "failed_to_download_image", "image_file_not_found",
 })
+#: Every ``error.code`` the Responses API defines (openai 3.57, ``ResponseError``).
+RESPONSE_ERROR_CODES = REQUEST_FAULTS | {"server_error", "rate_limit_exceeded", "vector_store_timeout"}
 FAILED_STATUSES = ("failed", "cancelled")
+
+
+def carries_error(error: Any) -> bool:
+    """Whether an ``error`` field reports something: ``null``, ``{}``, ``""`` or an object of
+    nulls (which some servers send beside a good answer) do not."""
+    if isinstance(error, dict):
+        return any(value is not None and value != "" for value in error.values())
+    if isinstance(error, str):
+        return bool(error.strip())
+    return bool(error)
 
 
 def _describe(error: Any) -> tuple[Any, str]:
@@ -50,7 +63,7 @@ def _describe(error: Any) -> tuple[Any, str]:
 def reply_failure(reply: dict[str, Any], label: str) -> ModelError | None:
     """The :class:`ModelError` a failed, cancelled or erroneous reply stands for, else None."""
     status, error = reply.get("status"), reply.get("error")
-    if status not in FAILED_STATUSES and not error:
+    if status not in FAILED_STATUSES and not carries_error(error):
         return None
     code, text = _describe(error)
     what = f"the model's reply is {status}" if status in FAILED_STATUSES else "the model's reply carries an error"
@@ -85,7 +98,10 @@ def _parses(arguments: Any) -> bool:
 
 def mark_cut_off(reply: dict[str, Any], request: dict[str, Any]) -> None:
     """Mark, in place, the function calls of ``reply`` cut off by the output-token limit
-    ``incomplete``, and the reply with them when it says ``completed``."""
+    ``incomplete``, and the reply with them unless it says so already."""
+    output = reply.get("output")
+    if not isinstance(output, list):
+        return
     incomplete = reply.get("status") == "incomplete"
     if not incomplete:
         limit = request.get("max_output_tokens") or reply.get("max_output_tokens")
@@ -93,7 +109,7 @@ def mark_cut_off(reply: dict[str, Any], request: dict[str, Any]) -> None:
         used = usage.get("output_tokens") if isinstance(usage, dict) else None
         if type(limit) is not int or type(used) is not int or used < limit:
             return
-    cut = [item for item in reply.get("output") or [] if isinstance(item, dict)
+    cut = [item for item in output if isinstance(item, dict)
            and item.get("type") == "function_call" and not _parses(item.get("arguments"))]
     for item in cut:
         item["status"] = "incomplete"

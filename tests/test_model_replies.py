@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai import AsyncOpenAI
 from openai.types.responses import Response
 
@@ -21,6 +23,7 @@ from gymcore.data import Task
 from gymcore.environment import Environment
 from gymcore.errors import ModelError
 from gymcore.metrics import failure_class
+from gymcore.replies import mark_cut_off, reply_failure
 from gymcore.retry import RetryPolicy
 
 from .conftest import SECRET_KEY, read_jsonl, run_gym
@@ -112,6 +115,28 @@ def test_a_failed_reply_that_goes_away_costs_one_retry(plugins, fake_openai):
     rollout = run(plugins, fake_openai)
     assert rollout.error is None and rollout.reward == 1.0
     assert len(fake_openai.requests) == 3  # the failed call, its retry, the answer after the tool
+
+
+def test_an_error_field_of_nulls_beside_an_answer_is_an_answer(plugins, fake_openai):
+    fake_openai.rules = [always({"patch": {"error": {"code": None, "message": None}}})]
+    rollout = run(plugins, fake_openai)
+    assert rollout.error is None and rollout.reward == 1.0
+
+
+junk = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["status", "error", "code", "message", "output", "type", "arguments",
+                                         "usage", "output_tokens", "max_output_tokens"]), inner, max_size=4),
+                    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["status", "error", "output", "usage", "max_output_tokens"]), junk),
+       st.sampled_from([{}, {"max_output_tokens": 0}, {"max_output_tokens": 8}]))
+def test_any_reply_shape_is_read_without_a_stray_exception(reply, request):
+    failure = reply_failure(reply, "m")
+    assert failure is None or (failure.kind in ("failed", "cancelled") and str(failure).startswith("m: "))
+    mark_cut_off(reply, request)
 
 
 def test_a_failure_the_request_caused_is_not_retried(plugins, fake_openai):

@@ -29,6 +29,7 @@ import orjson
 
 from gymcore import responses
 from gymcore.errors import ModelError
+from gymcore.replies import RESPONSE_ERROR_CODES, carries_error
 
 _SAMPLING = ("temperature", "top_p", "parallel_tool_calls", "seed", "stop", "user", "logprobs",
              "top_logprobs", "frequency_penalty", "presence_penalty", "n", "logit_bias", "service_tier")
@@ -180,19 +181,26 @@ FAILED_FINISH = {"error": "failed", "abort": "cancelled"}
 
 
 def _chat_error(error: Any, finish_reason: Any) -> dict[str, Any]:
-    """A Responses ``error`` (``code``, ``message``) for a chat error of any shape."""
-    if isinstance(error, dict):
-        code = error.get("code") or error.get("type") or "server_error"
-        return {"code": code if isinstance(code, (str, int)) else "server_error",
-                "message": str(error.get("message") or "")}
-    return {"code": "server_error", "message": str(error) if error else f"finish_reason {finish_reason!r}"}
+    """A Responses ``error`` for a chat error of any shape: a code the Responses API knows
+    (else ``server_error``, the server's own code kept in the message) and a message."""
+    if not carries_error(error):
+        return {"code": "server_error", "message": f"finish_reason {finish_reason!r}"}
+    if not isinstance(error, dict):
+        return {"code": "server_error", "message": str(error)[:500]}
+    code = error.get("code") or error.get("type")
+    message = str(error.get("message") or "")[:500]
+    if isinstance(code, str) and code in RESPONSE_ERROR_CODES:
+        return {"code": code, "message": message}
+    if code is not None:
+        message = f"{str(code)[:100]}: {message}" if message else str(code)[:100]
+    return {"code": "server_error", "message": message}
 
 
 def chat_to_response(chat: Any, request: dict[str, Any]) -> dict[str, Any]:
     """A Responses response body equivalent to a chat completion; :class:`ModelError` if
     ``chat`` is not one."""
     chat = _dict(chat, "the chat completion")
-    if chat.get("error"):  # a 200 whose body is an error: a failed response with no output
+    if carries_error(chat.get("error")):  # a 200 whose body is an error: a failed response, no output
         return responses.response(id=f"resp_{chat.get('id') or 'chatcmpl'}", model=str(chat.get("model") or ""),
                                   output=[], request=request, status="failed",
                                   error=_chat_error(chat["error"], None))
@@ -232,7 +240,7 @@ def chat_to_response(chat: Any, request: dict[str, Any]) -> dict[str, Any]:
     finish = choice.get("finish_reason")
     incomplete = finish == "length"
     failed = FAILED_FINISH.get(finish) if isinstance(finish, str) else None
-    if choice.get("error"):
+    if carries_error(choice.get("error")):
         failed = "failed"
     status = failed or ("incomplete" if incomplete else "completed")
     usage = chat.get("usage")
