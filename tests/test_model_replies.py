@@ -258,3 +258,17 @@ def test_gym_collect_scores_a_cut_off_tool_call_as_incomplete(tmp_path, gym_env,
     for line in lines:
         assert line["stop_reason"] == "incomplete" and line["tool_calls"] == 0 and line["reward"] == 0.0
         assert line["response"]["output"][0]["arguments"] == "{"
+
+
+def test_served_collection_files_a_failed_reply_with_its_episode(tmp_path, gym_env, fake_openai):
+    """The same through `gym serve`: the runner's agent loop raises, the collector files it."""
+    from .test_serve import gym_serve
+
+    fake_openai.rules = [{"match": "function_call_output", **BAD_REPLIES["responses-failed"][1]}]
+    with gym_serve("--agent", "weather", "--model", "openai:m", env=gym_env) as (_proc, url):
+        result, lines, failed = collect(tmp_path, gym_env, "openai:m", "--server", url)
+    assert result.returncode == 1 and lines == [], result.stderr
+    assert [f["class"] for f in failed] == ["model:failed", "model:failed"]
+    assert all(f["attempts"] == 2 for f in failed)  # --max-retries 1 reached the runner
+    assert all([i["type"] for i in f["response"]["output"]] == ["function_call", "function_call_output"]
+               for f in failed)
