@@ -110,7 +110,10 @@ def register_models(register):
     * ``async def create_response(self, request: dict) -> dict``: take a Responses-API
       request body (``model``, ``input``, ``tools``, sampling parameters) and return a
       Responses-API response body (``id``, ``output``, ``status``, ``usage``);
-      raise :class:`gymcore.backends.ModelError` on failure;
+      raise :class:`gymcore.backends.ModelError` on failure, or return the body the
+      server sent: one whose ``status`` is ``failed`` or ``cancelled``, or that carries an
+      ``error``, is a model failure too (``model:failed`` / ``model:cancelled``, retried
+      like a 5xx, never scored; see ``gymcore.replies``);
     * ``async def aclose(self)``: release connections;
     * a ``label`` attribute: the name written into each rollout's ``model`` field.
     """
