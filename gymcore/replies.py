@@ -66,7 +66,8 @@ def reply_failure(reply: dict[str, Any], label: str) -> ModelError | None:
     if status not in FAILED_STATUSES and not carries_error(error):
         return None
     code, text = _describe(error)
-    what = f"the model's reply is {status}" if status in FAILED_STATUSES else "the model's reply carries an error"
+    what = ("the model's response was cancelled" if status == "cancelled" else
+            "the model's response failed" if status == "failed" else "the model's response carries an error")
     detail = ": ".join(str(part) for part in (code, text[:500]) if part)
     return ModelError(f"{label}: {what}" + (f" ({detail})" if detail else ""),
                       kind="cancelled" if status == "cancelled" else "failed",

@@ -123,6 +123,13 @@ def test_an_error_field_of_nulls_beside_an_answer_is_an_answer(plugins, fake_ope
     assert rollout.error is None and rollout.reward == 1.0
 
 
+def test_a_body_of_only_an_empty_error_is_a_protocol_failure(plugins, fake_openai):
+    """No output and no error that says anything: not an answer, and not a failed reply."""
+    fake_openai.rules = [always({"body": {"error": {"code": None, "message": None}}})]
+    rollout = run(plugins, fake_openai)
+    assert rollout.reward is None and failure_class(rollout.error) == "model:protocol"
+
+
 junk = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
                         st.sampled_from(["status", "error", "code", "message", "output", "type", "arguments",

@@ -17,6 +17,7 @@ import orjson
 
 from gymcore import __version__
 from gymcore.errors import ModelError
+from gymcore.replies import reply_failure
 
 if TYPE_CHECKING:  # typed request params from the openai SDK, without importing it at run time
     from openai.types.responses import ResponseCreateParams
@@ -142,8 +143,8 @@ class OpenAIBackend:
         body = dict(request)
         body["model"] = self.model
         data = await self.post(body)
-        if not isinstance(data.get("output"), list) and not data.get("error") and data.get("status") not in (
-                "failed", "cancelled"):  # a failed reply may have no output: gymcore files it as a failure
+        if not isinstance(data.get("output"), list) and reply_failure(data, self.label) is None:
+            # (a failed reply may have no output: gymcore files it as a model failure)
             raise ModelError(f"{self.label}: response has no 'output' list", kind="protocol")
         return data
 
