@@ -174,9 +174,9 @@ def chat_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
 #: ``FINISH_REASON_STRINGS``: "abort - aborted by client", which includes the engine
 #: pausing with mode "abort" for a weight update, and "error - retryable request-level
 #: internal error (e.g. KV load failure)", added by vllm-project/vllm PR #26813, merged
-#: October 2025, after v0.11.0; its non-streaming handlers turn "error" into a 500, yet it
-#: reaches clients through proxies and streams). OpenRouter sends "error" with an ``error``
-#: object in the choice.
+#: late October 2025, so in releases from v0.11.1; its non-streaming handlers turn "error"
+#: into a 500, yet it reaches clients through streams and proxies). OpenRouter sends
+#: "error" with an ``error`` object in the choice.
 FAILED_FINISH = {"error": "failed", "abort": "cancelled"}
 
 

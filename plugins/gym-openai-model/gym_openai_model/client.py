@@ -101,8 +101,8 @@ class OpenAIBackend:
         return self._session
 
     def _not_found_hint(self) -> str:
-        """What a 404/405 most likely means: a base URL without ``/v1``, or a server that
-        has no Responses API (llama.cpp before it had one, many vLLM-style servers)."""
+        """What a 404/405 most likely means: a base URL without ``/v1``, or (Responses mode)
+        a server that speaks only Chat Completions."""
         hint = f" from POST {self.url} (is the base URL right? it usually ends in /v1"
         if self.mode != "openai-chat":
             hint += f"; if the server speaks only Chat Completions, use --model openai-chat:{self.model}"
