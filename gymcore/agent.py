@@ -15,6 +15,7 @@ from .data import Rollout, Task, Timing
 from .environment import Environment
 from .errors import ModelError
 from .judge import Judge, JudgeError
+from .replies import checked, mark_cut_off
 from .retry import RetryPolicy, call_with_retries
 
 #: A model that keeps calling tools is stopped after this many model calls by default.
@@ -99,6 +100,7 @@ async def run_rollout(
     last: dict[str, Any] = {}
     session = None
     judged = judge.for_rollout() if judge is not None else None
+    create_response = checked(model)  # a reply that says it failed raises, and is retried
     stage = "setup_session"  # which hook was running, for the error message
     try:
         session = await env.open_session(task, judge=judged)
@@ -108,10 +110,11 @@ async def run_rollout(
             stage = "create_response"
             t0 = clock()
             try:
-                last = await call_with_retries(model.create_response, request, config.retry)
+                last = await call_with_retries(create_response, request, config.retry)
             finally:
                 timing.model_s += clock() - t0
             rollout.turns += 1
+            mark_cut_off(last, request)  # a tool call cut off by max_output_tokens is not run
             add_usage(usage, last.get("usage"))
             output = last.get("output") or []
             items.extend(output)

@@ -24,11 +24,14 @@ class EnvironmentBuildError(GymError):
 class ModelError(GymError):
     """A model backend failed to answer. ``status`` is the HTTP status when there is one;
     ``kind`` classifies it for summaries and retries (``http``, ``connection``, ``timeout``,
-    ``auth``, ``protocol``). ``attempts`` is how many times the call was tried in all
-    (set by :func:`gymcore.retry.call_with_retries`)."""
+    ``auth``, ``protocol``, ``failed``, ``cancelled``). ``retryable`` overrides what the
+    retry policy would decide from ``status`` and ``kind`` (None: let it decide).
+    ``attempts`` is how many times the call was tried in all (set by
+    :func:`gymcore.retry.call_with_retries`)."""
 
     def __init__(self, message: str, *, status: int | None = None, kind: str = "http",
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, retryable: bool | None = None):
         self.status, self.kind, self.retry_after = status, kind, retry_after
+        self.retryable = retryable
         self.attempts = 1
         super().__init__(message)

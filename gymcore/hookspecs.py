@@ -130,7 +130,11 @@ def register_models(register):
       Responses-API response body (``id``, ``output``, ``status``, ``usage``);
       raise :class:`gymcore.backends.ModelError` on failure (``kind="connection"`` when the
       server cannot be reached, ``kind="timeout"`` past ``context.timeout``: both are
-      retried, and a run none of whose calls has succeeded stops at once on them);
+      retried, and a run none of whose calls has succeeded stops at once on them), or
+      return the body the server sent: one whose ``status`` is ``failed`` or
+      ``cancelled``, or that carries an ``error``, is a model failure too
+      (``model:failed`` / ``model:cancelled``, retried like a 5xx, never scored; see
+      ``gymcore.replies``);
     * ``async def aclose(self)``: release connections;
     * a ``label`` attribute: the name written into each rollout's ``model`` field.
     """

@@ -28,6 +28,7 @@ def response(
     usage_: dict[str, Any] | None = None,
     created_at: float | None = None,
     incomplete_reason: str | None = None,
+    error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Responses-API response body; echoes the request's sampling fields as OpenAI does."""
     request = request or {}
@@ -39,7 +40,7 @@ def response(
         "status": status,
         "output": output,
         "usage": usage_ or usage(),
-        "error": None,
+        "error": error,
         "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
         "instructions": request.get("instructions"),
         "metadata": request.get("metadata") or {},

@@ -2,9 +2,12 @@
 
 The policy, applied by the agent loop around every backend's ``create_response``:
 
-* retried: HTTP 408, 409, 429 and 5xx answers, lost connections and timeouts;
-* not retried: every other failure (400, 401, 403, 404, 422, a malformed body), because the
-  same request will get the same answer;
+* retried: HTTP 408, 409, 429 and 5xx answers, lost connections and timeouts, and 200
+  replies that say they ``failed`` or were ``cancelled`` (see :mod:`gymcore.replies`; a
+  server's own internal error, e.g. vLLM's ``finish_reason`` ``error``, is a 5xx in a 200);
+* not retried: every other failure (400, 401, 403, 404, 422, a malformed body, a failed
+  reply whose code blames the request, such as ``invalid_prompt``), because the same
+  request will get the same answer;
 * the wait before retry ``n`` (0-based) is what the server asked for (``Retry-After`` /
   ``retry-after-ms``, parsed by the backend into ``ModelError.retry_after``), else a random
   time in ``[0, min(max_delay, base_delay * 2**n)]`` ("full jitter", so that thousands of
@@ -27,7 +30,7 @@ import attrs
 from .errors import ModelError
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
-RETRYABLE_KINDS = frozenset({"connection", "timeout"})
+RETRYABLE_KINDS = frozenset({"connection", "timeout", "failed", "cancelled"})
 DEFAULT_MAX_RETRIES = 5
 
 
@@ -41,6 +44,8 @@ class RetryPolicy:
 
     def should_retry(self, error: ModelError) -> bool:
         """Whether ``error`` may go away if the same request is sent again."""
+        if error.retryable is not None:
+            return error.retryable
         if error.kind in RETRYABLE_KINDS:
             return True
         status = error.status

@@ -238,7 +238,8 @@ def refuse_to_write_over_input(output: Path, input_path: Path) -> None:
 
 
 def failure_record(rollout: Rollout, invocation: int) -> dict[str, Any]:
-    """A failures-sidecar line: the task row, which rollout, and why it failed."""
+    """A failures-sidecar line: the task row, which rollout, why it failed, and the episode
+    so far when there is one (``response``), so the turn that led to the failure can be read."""
     error = rollout.error or {}
     line = converter.unstructure(rollout.task)
     line["task_index"] = rollout.task_index
@@ -251,6 +252,8 @@ def failure_record(rollout: Rollout, invocation: int) -> dict[str, Any]:
     line["invocation"] = invocation
     line["elapsed_s"] = round(rollout.timing.total_s, 3)
     line["error"] = error
+    if rollout.response is not None:
+        line["response"] = rollout.response
     return line
 
 

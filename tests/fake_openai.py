@@ -12,11 +12,19 @@ that output's temperature and conditions. Tests script it further:
   ``{"status": 503, "retry_after_ms": 50}`` (``retry-after-ms``), ``{"status": 500}``,
   ``{"reset": True}`` (connection dropped), ``{"hang": 5}`` (answers after 5 s),
   ``{"malformed": True}`` (a 200 whose body is not JSON);
+* faults that answer 200 with a bad reply (both APIs unless said): ``{"body": {...}}`` (exactly
+  this body, e.g. only an ``error`` object), ``{"patch": {...}}`` (the policy's answer with
+  these top-level keys replaced, e.g. ``"status": "failed"`` and an ``error``), ``{"choice":
+  {...}}`` (chat: merged into ``choices[0]``, e.g. ``"finish_reason": "abort"``),
+  ``{"truncate": N}`` (the policy's tool call with its arguments cut to N characters and all
+  of ``max_output_tokens`` / ``max_tokens`` used, yet reported finished, as llama.cpp does);
 * ``rules``: fault specs with a ``"match"`` substring, applied to every request whose raw
   body contains it (before ``faults``), so one task fails whatever the scheduling order;
   ``"times": N`` makes a rule expire after N uses;
 * ``latency``: seconds to sleep before each answer; ``jitter``: each sleep is drawn
-  uniformly from ``latency ± jitter`` (seeded), as real model latencies vary.
+  uniformly from ``latency ± jitter`` (seeded), as real model latencies vary;
+* ``chat_only``: no ``/v1/responses`` route, so it answers 404 there, as servers that speak
+  only Chat Completions do.
 
 Two servers that are not there, for reachability tests: :func:`refused_url` (a port with
 nothing listening) and :func:`frozen_server` (connections are accepted by the kernel and
@@ -86,11 +94,32 @@ def _text_of(content: Any) -> str:
     return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
 
 
+def spoil(reply: dict[str, Any], request: dict[str, Any], fault: dict[str, Any]) -> None:
+    """Make ``reply`` (a Responses body or a chat completion) the bad 200 ``fault`` asks for."""
+    chat = "choices" in reply
+    if fault.get("truncate") is not None:
+        limit = request.get("max_tokens" if chat else "max_output_tokens") or 16
+        if chat:
+            calls = reply["choices"][0]["message"].get("tool_calls") or []
+            functions = [c["function"] for c in calls]
+            reply["usage"].update(completion_tokens=limit, total_tokens=reply["usage"]["prompt_tokens"] + limit)
+        else:
+            functions = [i for i in reply["output"] if i.get("type") == "function_call"]
+            reply["usage"].update(output_tokens=limit, total_tokens=reply["usage"]["input_tokens"] + limit)
+        for function in functions:
+            function["arguments"] = function["arguments"][:fault["truncate"]]
+    reply.update(fault.get("patch") or {})
+    if chat and fault.get("choice"):
+        reply["choices"][0].update(fault["choice"])
+
+
 class FakeOpenAI:
     """State and handlers of one fake server; start with :meth:`start_in_thread`."""
 
-    def __init__(self, latency: float = 0.0, keep_requests: bool = True, jitter: float = 0.0):
+    def __init__(self, latency: float = 0.0, keep_requests: bool = True, jitter: float = 0.0,
+                 chat_only: bool = False):
         self.latency = latency
+        self.chat_only = chat_only
         self.jitter = jitter
         self._random = random.Random(0)
         self.keep_requests = keep_requests
@@ -193,15 +222,21 @@ class FakeOpenAI:
                 error = {"error": {"message": fault.get("message", "injected fault"),
                                    "type": fault.get("type", "server_error"), "code": None, "param": None}}
                 return _json_response(error, status=fault["status"], headers=headers)
+            if fault.get("body") is not None:
+                return _json_response(fault["body"])
         if request.path.endswith("/chat/completions"):
-            return _json_response(self.chat_body(body))
-        if self.script:
+            reply = self.chat_body(body)
+        elif self.script:
             canned = self.script.pop(0)
-            return _json_response(self.response_body(body, canned["output"]) | canned)
-        items = body.get("input") or []
-        if isinstance(items, str):
-            items = [{"role": "user", "content": items}]
-        return _json_response(self.response_body(body, self.policy_output(items)))
+            reply = self.response_body(body, canned["output"]) | canned
+        else:
+            items = body.get("input") or []
+            if isinstance(items, str):
+                items = [{"role": "user", "content": items}]
+            reply = self.response_body(body, self.policy_output(items))
+        if fault:
+            spoil(reply, body, fault)
+        return _json_response(reply)
 
     def _rule_for(self, raw: bytes) -> dict[str, Any] | None:
         for rule in self.rules:
@@ -225,7 +260,8 @@ class FakeOpenAI:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/responses", self._handle)
+        if not self.chat_only:
+            app.router.add_post("/v1/responses", self._handle)
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_get("/_requests", self._requests)
         app.router.add_get("/_stats", self._stats)

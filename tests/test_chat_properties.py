@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.responses import Response
 
 from gym_openai_model.chat import chat_to_response, input_to_messages, request_to_chat
 from gymcore.errors import ModelError
+from gymcore.replies import carries_error, reply_failure
 
 text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=8)
@@ -90,7 +92,7 @@ chat_messages = st.fixed_dictionaries({"role": st.just("assistant"), "content": 
 completions = st.fixed_dictionaries({
     "id": ids, "object": st.just("chat.completion"), "created": st.integers(0, 2**31), "model": ids,
     "choices": st.tuples(st.fixed_dictionaries({"index": st.just(0), "message": chat_messages,
-                                                "finish_reason": st.sampled_from(["stop", "length", "tool_calls"])})
+                                                "finish_reason": st.sampled_from(["stop", "length", "tool_calls", "error", "abort"])})
                          ).map(list),
 }, optional={"usage": usage})
 
@@ -101,7 +103,9 @@ def test_chat_completion_round_trips_through_a_response(chat):
     response = chat_to_response(chat, {"temperature": 0.5})
     parsed = Response.model_validate(response)  # the SDK's own model accepts it
     message = chat["choices"][0]["message"]
-    assert parsed.status == ("incomplete" if chat["choices"][0]["finish_reason"] == "length" else "completed")
+    status = {"length": "incomplete", "error": "failed", "abort": "cancelled"}
+    assert parsed.status == status.get(chat["choices"][0]["finish_reason"], "completed")
+    assert (parsed.error is not None) == (parsed.status == "failed")
     assert parsed.usage.input_tokens == chat.get("usage", {}).get("prompt_tokens", 0)
     assert parsed.usage.total_tokens == sum(chat.get("usage", {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
     # and back into chat, as the next request's history: the same assistant turn
@@ -120,12 +124,14 @@ junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                         st.sampled_from(["choices", "message", "content", "tool_calls", "function", "name",
                                          "arguments", "id", "usage", "prompt_tokens", "reasoning_content",
                                          "finish_reason", "refusal", "type", "role", "text", "output",
-                                         "call_id", "input", "tools", "reasoning", "instructions"]),
+                                         "call_id", "input", "tools", "reasoning", "instructions", "error",
+                                         "code", "message"]),
                         inner, max_size=4), max_leaves=15)
 
 
 @settings(max_examples=400, deadline=None)
-@given(junk | completions.flatmap(lambda c: st.just(c) | junk.map(lambda j: {**c, "choices": [j]})))
+@given(junk | completions.flatmap(lambda c: st.just(c) | junk.map(lambda j: {**c, "choices": [j]})
+                                  | junk.map(lambda j: {**c, "error": j})))
 def test_malformed_completions_are_model_errors(chat):
     try:
         response = chat_to_response(chat, {})
@@ -145,3 +151,27 @@ def test_malformed_requests_are_model_errors(items, tools, reasoning):
             assert exc.kind == "protocol"
             continue
         json.dumps(body)  # what is accepted is a sendable body
+
+
+errors = (st.fixed_dictionaries({}, optional={"code": st.none() | st.integers() | text | st.just("invalid_prompt"),
+                                              "type": st.none() | text, "message": st.none() | text | st.integers()})
+          | text | st.integers() | st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(completions, errors, st.sampled_from(["body", "choice"]))
+def test_chat_errors_become_failed_responses_and_model_failures(chat, error, where):
+    if where == "body":
+        chat = {"error": error}  # a 200 whose body is only an error, as proxies send
+        if not carries_error(error):  # "error": null, {} or nulls says nothing: no choices, no answer
+            with pytest.raises(ModelError, match="no choices"):
+                chat_to_response(chat, {})
+            return
+    else:
+        chat["choices"][0].update(finish_reason="error", error=error)  # as OpenRouter sends
+    response = chat_to_response(chat, {})
+    parsed = Response.model_validate(response)
+    assert parsed.status == "failed" and parsed.error is not None
+    failure = reply_failure(response, "openai-chat:m")
+    assert failure is not None and failure.kind == "failed"
+    assert failure.retryable is (False if isinstance(error, dict) and error.get("code") == "invalid_prompt" else None)

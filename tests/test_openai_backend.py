@@ -243,4 +243,4 @@ def test_a_wrong_base_url_is_named_in_the_error(fake_openai):
 
     error = asyncio.run(go())
     assert error.status == 404 and error.kind == "http"
-    assert f"from POST {fake_openai.url}/v1/responses (is the base URL right?)" in str(error)
+    assert f"from POST {fake_openai.url}/v1/responses (is the base URL right?" in str(error)

@@ -10,7 +10,11 @@ are dropped (chat templates strip earlier reasoning anyway); ``max_output_tokens
 Response: ``reasoning_content`` (vLLM, SGLang) or ``reasoning`` (Ollama) becomes a
 ``reasoning`` item, the message an ``output_text`` message, each tool call a
 ``function_call``; ``finish_reason == "length"`` makes the response ``incomplete``; usage
-maps to ``input_tokens``/``output_tokens`` with cached and reasoning token details.
+maps to ``input_tokens``/``output_tokens`` with cached and reasoning token details. A 200
+that is no answer keeps saying so: an ``error`` object (at the top, as proxies send, or in
+the choice, as OpenRouter does) or ``finish_reason == "error"`` makes the response
+``failed`` with that error, ``finish_reason == "abort"`` makes it ``cancelled``; gymcore
+files both as model failures (:mod:`gymcore.replies`), never as an answer.
 
 Both directions take shapes that may be malformed (a server's answer is untrusted): anything
 that cannot be converted raises :class:`ModelError` (kind ``protocol``) naming the field,
@@ -25,6 +29,7 @@ import orjson
 
 from gymcore import responses
 from gymcore.errors import ModelError
+from gymcore.replies import RESPONSE_ERROR_CODES, carries_error
 
 _SAMPLING = ("temperature", "top_p", "parallel_tool_calls", "seed", "stop", "user", "logprobs",
              "top_logprobs", "frequency_penalty", "presence_penalty", "n", "logit_bias", "service_tier")
@@ -164,10 +169,41 @@ def chat_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     )
 
 
+#: ``finish_reason`` values that end a choice without an answer, and the Responses
+#: ``status`` they become. vLLM sends both (``vllm/v1/engine/__init__.py``,
+#: ``FINISH_REASON_STRINGS``: "abort - aborted by client", which includes the engine
+#: pausing with mode "abort" for a weight update, and "error - retryable request-level
+#: internal error (e.g. KV load failure)", added by vllm-project/vllm PR #26813, merged
+#: late October 2025, so in releases from v0.11.1; its non-streaming handlers turn "error"
+#: into a 500, yet it reaches clients through streams and proxies). OpenRouter sends
+#: "error" with an ``error`` object in the choice.
+FAILED_FINISH = {"error": "failed", "abort": "cancelled"}
+
+
+def _chat_error(error: Any, finish_reason: Any) -> dict[str, Any]:
+    """A Responses ``error`` for a chat error of any shape: a code the Responses API knows
+    (else ``server_error``, the server's own code kept in the message) and a message."""
+    if not carries_error(error):
+        return {"code": "server_error", "message": f"finish_reason {finish_reason!r}"}
+    if not isinstance(error, dict):
+        return {"code": "server_error", "message": str(error)[:500]}
+    code = error.get("code") or error.get("type")
+    message = str(error.get("message") or "")[:500]
+    if isinstance(code, str) and code in RESPONSE_ERROR_CODES:
+        return {"code": code, "message": message}
+    if code is not None:
+        message = f"{str(code)[:100]}: {message}" if message else str(code)[:100]
+    return {"code": "server_error", "message": message}
+
+
 def chat_to_response(chat: Any, request: dict[str, Any]) -> dict[str, Any]:
     """A Responses response body equivalent to a chat completion; :class:`ModelError` if
     ``chat`` is not one."""
     chat = _dict(chat, "the chat completion")
+    if carries_error(chat.get("error")):  # a 200 whose body is an error: a failed response, no output
+        return responses.response(id=f"resp_{chat.get('id') or 'chatcmpl'}", model=str(chat.get("model") or ""),
+                                  output=[], request=request, status="failed",
+                                  error=_chat_error(chat["error"], None))
     choices = _list(chat.get("choices"), "choices")
     if not choices:
         raise ModelError("cannot convert the chat completion: it has no choices", kind="protocol")
@@ -201,14 +237,20 @@ def chat_to_response(chat: Any, request: dict[str, Any]) -> dict[str, Any]:
         output.append({"type": "function_call", "id": f"fc_{chat_id}_{i}", "call_id": _text(call_id, f"{where}.id"),
                        "name": name, "arguments": arguments if isinstance(arguments, str) else
                        orjson.dumps(arguments or {}).decode(), "status": "completed"})
-    incomplete = choice.get("finish_reason") == "length"
+    finish = choice.get("finish_reason")
+    incomplete = finish == "length"
+    failed = FAILED_FINISH.get(finish) if isinstance(finish, str) else None
+    if carries_error(choice.get("error")):
+        failed = "failed"
+    status = failed or ("incomplete" if incomplete else "completed")
     usage = chat.get("usage")
     created = chat.get("created")
     model = chat.get("model") or request.get("model") or ""
     return responses.response(
         id=f"resp_{chat_id}", model=_text(model, "model"), output=output,
-        request=request, status="incomplete" if incomplete else "completed",
+        request=request, status=status,
         usage_=chat_usage(_dict(usage, "usage") if usage is not None else None),
         created_at=created if isinstance(created, (int, float)) and not isinstance(created, bool) else None,
         incomplete_reason="max_output_tokens" if incomplete else None,
+        error=_chat_error(choice.get("error"), finish) if status == "failed" else None,
     )

@@ -18,6 +18,7 @@ import orjson
 from gymcore import __version__
 from gymcore.backends import DEFAULT_MODEL_TIMEOUT
 from gymcore.errors import ModelError
+from gymcore.replies import reply_failure
 
 if TYPE_CHECKING:  # typed request params from the openai SDK, without importing it at run time
     from openai.types.responses import ResponseCreateParams
@@ -101,6 +102,14 @@ class OpenAIBackend:
                                                   timeout=self._timeout, json_serialize=None)
         return self._session
 
+    def _not_found_hint(self) -> str:
+        """What a 404/405 most likely means: a base URL without ``/v1``, or (Responses mode)
+        a server that speaks only Chat Completions."""
+        hint = f" from POST {self.url} (is the base URL right? it usually ends in /v1"
+        if self.mode != "openai-chat":
+            hint += f"; if the server speaks only Chat Completions, use --model openai-chat:{self.model}"
+        return hint + ")"
+
     async def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body``; return the parsed JSON or raise :class:`ModelError`."""
         try:
@@ -108,7 +117,7 @@ class OpenAIBackend:
                 raw = await resp.read()
                 if resp.status >= 400:
                     kind = "auth" if resp.status in (401, 403) else "http"
-                    where = f" from POST {self.url} (is the base URL right?)" if resp.status in (404, 405) else ""
+                    where = self._not_found_hint() if resp.status in (404, 405) else ""
                     raise ModelError(f"{self.label}: {error_message(resp.status, raw)}{where}", status=resp.status,
                                      kind=kind, retry_after=_retry_after(resp.headers))
         except aiohttp.ClientConnectionError as exc:
@@ -137,7 +146,8 @@ class OpenAIBackend:
         body = dict(request)
         body["model"] = self.model
         data = await self.post(body)
-        if not isinstance(data.get("output"), list):
+        if not isinstance(data.get("output"), list) and reply_failure(data, self.label) is None:
+            # (a failed reply may have no output: gymcore files it as a model failure)
             raise ModelError(f"{self.label}: response has no 'output' list", kind="protocol")
         return data
 
