@@ -31,6 +31,9 @@ class AgentConfig:
     overrides: dict[str, Any] = attrs.field(factory=dict)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     model_timeout: float = DEFAULT_MODEL_TIMEOUT
+    #: ``BACKEND:NAME`` of the judge model ``verify`` may call (``session.judge``); built by
+    #: the runner, embedded or served, next to the policy's backend
+    judge_model: str | None = None
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:

@@ -69,6 +69,10 @@ def cli():
               "a lost connection (--max-retries), then a failure of class 'model:timeout'. Lower it when replies "
               "are short, so that a hung model server fails fast. With --server, give it to `gym serve` instead. "
               "Default: 600.")
+@click.option("--judge-model", metavar="BACKEND:NAME", help="A model verify may call to judge answers "
+              "(session.judge), e.g. openai:gpt-4.1-mini; same retries as the policy, its tokens counted apart, "
+              "and a judge that fails is a failure of class 'judge:...', never a reward. With --server, give it "
+              "to `gym serve` instead. Default: none.")
 @click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS", help="After Ctrl-C or SIGTERM, how "
               "long rollouts in flight may take to finish before they are cancelled. Default: 30.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -79,7 +83,7 @@ def cli():
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, model_timeout, grace, quiet, servers, token):
+            max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -148,6 +152,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.BadParameter(str(exc), param_hint="--max-failures")
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other: pick one")
+    if servers and judge_model:
+        raise click.UsageError("with --server the runners run verify: pass --judge-model to `gym serve` instead")
     if servers and model_timeout is not None:  # the runners call the model, with their own bound
         raise click.UsageError("--model-timeout bounds the model calls of this process; with --server the "
                                "runners call the model: pass it to `gym serve --model-timeout` instead")
@@ -161,7 +167,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         num_repeats=given["num_repeats"] or 1,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
         agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
-                                 retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT),
+                                 retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT,
+                                 judge_model=judge_model or None),
         progress=not quiet,
         resume=resume,
         overwrite=overwrite,
@@ -519,8 +526,10 @@ def view(ctx, file, host, port):
 @click.option("--max-steps", type=click.IntRange(min=1), help="Default step bound of hosted rollouts. Default: 16.")
 @click.option("--model-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Bound each model call, per attempt, as for `gym collect`. Default: 600.")
+@click.option("--judge-model", metavar="BACKEND:NAME", help="A model the agents' verify may call, as for "
+              "`gym collect --judge-model`. Default: none.")
 def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
-          model_timeout):
+          model_timeout, judge_model):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -545,7 +554,7 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     try:
         check_bind(host, token)
         agent_config = AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS,
-                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT)
+                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT, judge_model=judge_model or None)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
                          max_body_size=max_body_size, agent_config=agent_config)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))

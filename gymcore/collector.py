@@ -71,8 +71,6 @@ class CollectConfig:
     handle_signals: bool = False
     servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
     token: str | None = None  # bearer token of those servers
-    #: ``BACKEND:NAME`` of a judge model verify may call (``session.judge``); ``None``: none
-    judge_model: str | None = None
 
 
 class InvalidInputError(GymError):
@@ -135,8 +133,7 @@ async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
 
         return await ServedRunner.create(config.servers, config.agent, config.agent_config, token=config.token,
                                          model=config.model or None, need_dataset=config.input is None)
-    return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config,
-                                       judge_model=config.judge_model)
+    return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config)
 
 
 def resolve_input(config: CollectConfig, runner: RolloutRunner) -> Path:
@@ -192,7 +189,7 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
         input=input_name, input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
         model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit,
-        judge_model=config.judge_model)
+        judge_model=config.agent_config.judge_model)
     state = ResumeState()
     if config.resume:
         state = resume(config.output, record, stats.add_line)

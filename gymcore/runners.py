@@ -48,12 +48,12 @@ class EmbeddedRunner:
         self.example_dataset_name = str(env.example_dataset_path) if env.example_dataset_path else None
 
     @classmethod
-    async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig,
-                     judge_model: str | None = None) -> "EmbeddedRunner":
+    async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig) -> "EmbeddedRunner":
         env = await Environment.create(plugins, split_agent(agent))
         context = ModelContext(environment=env, timeout=config.model_timeout)
         backend = create_backend(plugins, model, context)
-        judge = Judge(create_backend(plugins, judge_model, context), config.retry) if judge_model else None
+        judge = Judge(create_backend(plugins, config.judge_model, context), config.retry) \
+            if config.judge_model else None
         return cls(env, backend, config, judge)
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:

@@ -35,6 +35,7 @@ from .data import Session, converter
 from .dataset import validate_row
 from .eager_requests import requests_sent_at_once
 from .environment import Environment
+from .judge import Judge
 from .errors import GymError, InputError, ModelError
 from .limits import raise_open_files_to_hard_limit
 from .plugins import Plugins
@@ -100,6 +101,7 @@ class HostedAgent:
     name: str
     env: Environment
     model: ModelBackend
+    judge: Judge | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,7 @@ class HostedAgent:
             "environments": self.env.names,
             "tools": [tool["name"] for tool in self.env.tools],
             "model": self.model.label,
+            "judge_model": self.judge.label if self.judge is not None else None,
             "is_replay": bool(getattr(self.model, "is_replay", False)),
             "example_dataset": self.env.example_dataset_path is not None,
         }
@@ -159,7 +162,10 @@ class Host:
                     raise GymError(f"agent {env.name!r} is given twice")
                 context = ModelContext(environment=env, timeout=self.agent_config.model_timeout)
                 model = create_backend(self.plugins, self.model_spec, context)
-                self.agents[env.name] = HostedAgent(env.name, env, model)
+                judge_spec = self.agent_config.judge_model
+                judge = Judge(create_backend(self.plugins, judge_spec, context), self.agent_config.retry) \
+                    if judge_spec else None
+                self.agents[env.name] = HostedAgent(env.name, env, model, judge)
             # plugin_inventory runs its own event loop, so it gets a thread of its own.
             self.inventory = await asyncio.to_thread(plugin_inventory, self.plugins)
         except BaseException:
@@ -184,10 +190,13 @@ class Host:
 
     async def _close_backends(self) -> None:
         for agent in self.agents.values():
-            try:
-                await agent.model.aclose()
-            except Exception:  # closing must not hide the other backends' close
-                log.exception("closing model backend %s failed", agent.model.label)
+            for backend in (agent.model, agent.judge):
+                if backend is None:
+                    continue
+                try:
+                    await backend.aclose()
+                except Exception:  # closing must not hide the other backends' close
+                    log.exception("closing model backend %s failed", backend.label)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -343,7 +352,7 @@ class Host:
         self.stats["rollouts_in_flight"] += 1
         try:
             rollout = await run_rollout(agent.env, agent.model, task, task_index=task_index,
-                                        rollout_index=rollout_index, config=config)
+                                        rollout_index=rollout_index, config=config, judge=agent.judge)
         finally:
             self.stats["rollouts_in_flight"] -= 1
         self.stats["rollouts"] += 1

@@ -11,7 +11,9 @@ with a judge model as fallback) resource servers. Tasks are generated with reaso
 * ``verify``: reward 1.0 when the final message's answer (``\\boxed{}`` first, else the last
   expression) equals ``verifier_metadata.expected_answer`` for math-verify, else 0.0.
   Metrics: ``answer_parsed`` (0: no answer could be read; a format failure, told apart
-  from a wrong answer), ``used_python`` and ``python_calls``.
+  from a wrong answer), ``used_python`` and ``python_calls``. When math-verify reads no
+  answer and the run has a judge model (``--judge-model``), the judge decides; ``judged``
+  says so.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ GENERATORS = {
     "lcm": "least common multiple",
     "count_primes": "how many primes in a range",
 }
+
+#: What the judge model is asked when math-verify cannot read the answer (NeMo Gym's
+#: math_with_judge asks a judge the same question of equivalence).
+JUDGE_PROMPT = ("You grade math answers. The reference answer is:\n{expected}\n\nThe student's final "
+                "message is:\n{answer}\n\nDoes the student's final answer equal the reference answer "
+                "(mathematically equivalent; ignore formatting)? Reply with exactly YES or NO.")
 
 _sandbox: Sandbox | None = None
 
@@ -122,9 +130,15 @@ async def verify(session, response):
         raise ValueError("the row has no verifier_metadata.expected_answer")
     output = response.get("output") or []
     calls = sum(1 for item in output if item.get("type") == "function_call" and item.get("name") == "python")
-    correct, parsed, _answer = await scoring.check(expected, final_text(output))
-    return {"reward": float(correct), "answer_parsed": int(parsed), "used_python": int(calls > 0),
-            "python_calls": calls}
+    text = final_text(output)
+    correct, parsed, _answer = await scoring.check(expected, text)
+    judged = not parsed and session.judge is not None and bool(text.strip())
+    if judged:  # math-verify read no answer: a judge model, when the run has one, decides
+        verdict = await session.judge.ask(JUDGE_PROMPT.format(expected=expected, answer=text[-4000:]),
+                                          temperature=0)
+        correct = verdict.strip().upper().startswith("YES")
+    return {"reward": float(correct), "answer_parsed": int(parsed), "judged": int(judged),
+            "used_python": int(calls > 0), "python_calls": calls}
 
 
 @hookimpl

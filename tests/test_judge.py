@@ -1,0 +1,127 @@
+"""A judge model for verify (``--judge-model``): reached as ``session.judge`` from ``def`` and
+``async def`` hooks, its tokens kept apart, and a judge that fails is a ``judge:...``
+failure, never a reward, even when the hook swallows the error. Real fake-OpenAI server,
+real openai backend, real ``gym collect``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from gymcore import hookimpl
+from gymcore.agent import AgentConfig
+from gymcore.collector import CollectConfig, collect
+from gymcore.retry import RetryPolicy
+
+from .conftest import SECRET_KEY, read_jsonl, run_gym
+from .test_collect_faults import write_tasks
+
+MARK = "JUDGE-QUESTION"
+
+
+def judge_says(text: str) -> dict:
+    """A canned Responses body whose answer is ``text``."""
+    return {"output": [{"type": "message", "id": "msg_judge", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "usage": {"input_tokens": 100, "output_tokens": 1, "total_tokens": 101}}
+
+
+class SyncJudged:
+    """A plain ``def`` verify (run in a worker thread) that asks the judge."""
+
+    @hookimpl
+    def verify(self, session, response):
+        answer = session.judge.ask_sync(f"{MARK}: is this right? {session.task.verifier_metadata}")
+        return {"reward": 1.0 if answer.strip() == "YES" else 0.0, "judge_said_yes": int(answer.strip() == "YES")}
+
+
+class SwallowsJudgeErrors:
+    """An ``async def`` verify that turns a failed judge into a 0: gymcore must not believe it."""
+
+    @hookimpl
+    async def verify(self, session, response):
+        try:
+            await session.judge.ask(f"{MARK}: right?")
+        except Exception:
+            return 0.0
+        return 1.0
+
+
+def run(plugins, tmp_path, monkeypatch, fake, agent: str, judge: str | None = "openai:judge"):
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", ["Paris", "Oslo"]), tmp_path / "out.jsonl"
+    config = CollectConfig(agent=agent, output=out, model="openai:policy", input=tasks, num_repeats=2,
+                           progress=False, agent_config=AgentConfig(retry=RetryPolicy(max_retries=1, base_delay=0.01),
+                                                                    judge_model=judge))
+    summary = asyncio.run(collect(plugins, config))
+    failures = tmp_path / "out.failures.jsonl"
+    return summary, read_jsonl(out), read_jsonl(failures) if failures.exists() else []
+
+
+def test_a_def_verify_asks_the_judge_and_its_tokens_are_kept_apart(plugins, tmp_path, monkeypatch, fake_openai):
+    plugins.register(SyncJudged(), name="judged")
+    answers = iter(["YES", "NO", "YES", "NO"])
+
+    # the policy answers through the fake's weather policy; judge requests carry MARK
+    original = fake_openai.policy_output
+
+    def policy_or_judge(items):
+        text = json.dumps(items)
+        if MARK in text:
+            return judge_says(next(answers))["output"]
+        return original(items)
+
+    fake_openai.policy_output = policy_or_judge
+    summary, lines, failed = run(plugins, tmp_path, monkeypatch, fake_openai, "judged")
+    assert failed == [] and len(lines) == 4
+    assert sorted(line["judge_said_yes"] for line in lines) == [0, 0, 1, 1]
+    assert all(line["reward"] == line["judge_said_yes"] for line in lines)
+    judge_calls = [r for r in fake_openai.requests if MARK in json.dumps(r["body"])]
+    assert len(judge_calls) == 4 and all(r["body"]["model"] == "judge" for r in judge_calls)
+    for line in lines:  # the judge's tokens are on the line, apart from the policy's usage
+        assert line["judge_usage"]["input_tokens"] == 10 and line["response"]["usage"]["input_tokens"] == 20
+    assert summary["judge_input_tokens"] == 40 and summary["input_tokens"] == 80
+
+
+def test_a_failed_judge_is_a_judge_failure_even_if_verify_swallows_it(plugins, tmp_path, monkeypatch, fake_openai):
+    plugins.register(SwallowsJudgeErrors(), name="lenient")
+    fake_openai.rules = [{"match": MARK, "status": 503}]
+    summary, lines, failed = run(plugins, tmp_path, monkeypatch, fake_openai, "lenient")
+    assert lines == [] and len(failed) == 4
+    assert {f["class"] for f in failed} == {"judge:503"} and all(f["attempts"] == 2 for f in failed)
+    assert summary["failures"] == {"judge:503": 4} and summary["status"] == "completed"
+
+
+def test_no_judge_configured_means_session_judge_is_none(plugins, tmp_path, monkeypatch, fake_openai):
+    plugins.register(SyncJudged(), name="judged")
+    summary, lines, failed = run(plugins, tmp_path, monkeypatch, fake_openai, "judged", judge=None)
+    assert lines == [] and {f["class"] for f in failed} == {"plugin:verify"}
+    assert "'NoneType' object has no attribute 'ask_sync'" in failed[0]["message"]
+
+
+def test_the_judge_is_part_of_what_the_run_is(tmp_path, gym_env):
+    out = tmp_path / "out.jsonl"
+    first = run_gym("collect", "--agent", "weather", "--model", "replay", "--output", str(out), "--limit", "2",
+                    "-q", env=gym_env)
+    assert first.returncode == 0, first.stderr
+    again = run_gym("collect", "--agent", "weather", "--model", "replay", "--output", str(out), "--limit", "2",
+                    "--resume", "--judge-model", "openai:judge", "-q", env=gym_env)
+    assert again.returncode != 0 and "judge model: None then, 'openai:judge' now" in again.stderr
+    served = run_gym("collect", "--agent", "weather", "--server", "http://127.0.0.1:9", "--judge-model", "openai:j",
+                     "--output", str(tmp_path / "s.jsonl"), env=gym_env)
+    assert served.returncode == 2 and "gym serve" in served.stderr
+
+
+def test_gym_math_asks_the_judge_only_when_math_verify_reads_no_answer(tmp_path, gym_env, fake_openai):
+    fake_openai.script = [judge_says("YES") for _ in range(3)]
+    out = tmp_path / "math.jsonl"
+    result = run_gym("collect", "--agent", "math", "--model", "replay", "--judge-model", "openai:judge",
+                     "--output", str(out), "-q", env=gym_env)
+    assert result.returncode == 0, result.stderr
+    lines = {line["task_index"]: line for line in read_jsonl(out)}
+    judged = sorted(i for i, line in lines.items() if line["judged"])
+    assert judged == [7, 15, 23]  # the scripted answers math-verify cannot read
+    assert all(lines[i]["reward"] == 1.0 and lines[i]["judge_usage"]["input_tokens"] == 100 for i in judged)
+    assert all("judge_usage" not in line for i, line in lines.items() if i not in judged)
+    assert len(fake_openai.requests) == 3 and "reference answer" in json.dumps(fake_openai.requests[0]["body"])
