@@ -71,7 +71,7 @@ JUDGE_PROMPT = ("You grade math answers. The reference answer is:\n{expected}\n\
 _sandbox: Sandbox | None = None
 
 
-def sandbox() -> Sandbox:
+def shared_sandbox() -> Sandbox:
     global _sandbox
     if _sandbox is None:
         _sandbox = Sandbox(Limits())
@@ -119,7 +119,7 @@ async def call_tool(name, arguments, session):
     code = arguments.get("code")
     if not isinstance(code, str):
         raise ValueError("python takes {'code': '<program>'}")
-    box = sandbox()
+    box = shared_sandbox()
     return (await box.run(code)).for_model(box.limits)
 
 

@@ -147,30 +147,34 @@ class Sandbox:
             os.chown(workdir, uid, uid)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8",
                "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1"}
-        proc = None
+        proc = transport = None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.prefix, self.python, "-I", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=workdir, env=env, preexec_fn=self._preexec(uid))
-            return await self._communicate(proc, code.encode("utf-8", "replace"), uid)
+            loop = asyncio.get_running_loop()
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(loop), *self.prefix, self.python, "-I", "-", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=workdir, env=env,
+                preexec_fn=self._preexec(uid))
+            proc = asyncio.subprocess.Process(transport, protocol, loop)
+            return await self._communicate(proc, protocol.exited, code.encode("utf-8", "replace"), uid)
         finally:
-            if proc is not None:
-                self._kill(proc.pid, uid)
-                if proc.returncode is None:
-                    await proc.wait()
-            if uid is not None:
-                self._free_uids.append(uid)
+            if transport is not None:
+                self._kill(transport.get_pid(), uid, everything=False)
+                transport.close()  # our ends of the pipes; kills the process if it still runs
+            if uid is not None:  # a last sweep of the uid, off the call's path; then it is free again
+                sweep = asyncio.get_running_loop().run_in_executor(None, _kill_uid, uid)
+                sweep.add_done_callback(lambda _done, uid=uid: self._free_uids.append(uid))
             shutil.rmtree(workdir, ignore_errors=True)
 
     @staticmethod
-    def _kill(pid: int, uid: int | None) -> None:
-        """Kill the call's process group and, with a uid of its own, every process of that
-        uid (a child that started a new session has left the group)."""
+    def _kill(pid: int, uid: int | None, *, everything: bool) -> None:
+        """Kill the call's process group and, ``everything`` with a uid of its own, every
+        process of that uid (a child that started a new session has left the group)."""
         _kill_group(pid)
-        if uid is not None:
+        if everything and uid is not None:
             _kill_uid(uid)
 
-    async def _communicate(self, proc: asyncio.subprocess.Process, code: bytes, uid: int | None) -> Result:
+    async def _communicate(self, proc: asyncio.subprocess.Process, exited_event: asyncio.Event, code: bytes,
+                           uid: int | None) -> Result:
         limits = self.limits
         budget = [limits.output_bytes]
         over = asyncio.Event()
@@ -195,7 +199,9 @@ class Sandbox:
 
         readers = [asyncio.ensure_future(read(proc.stdout, out)), asyncio.ensure_future(read(proc.stderr, err)),
                    asyncio.ensure_future(feed())]
-        exited = asyncio.ensure_future(proc.wait())
+        # not proc.wait(): on Python 3.11 it also waits for the pipes to close, which a
+        # descendant in a session of its own may hold open
+        exited = asyncio.ensure_future(exited_event.wait())
         over_task = asyncio.ensure_future(over.wait())
         limit = None
         try:
@@ -203,11 +209,18 @@ class Sandbox:
                                          return_when=asyncio.FIRST_COMPLETED)
             if exited not in done:
                 limit = "output" if over.is_set() else "wall"
-            # the program is over (or is stopped now); what it left behind goes with it, so
-            # no descendant keeps the pipes open, then the rest of its output is read
-            self._kill(proc.pid, uid)
+            # the program is over (or is stopped now); its group goes with it, then the rest
+            # of its output is read; a descendant in a session of its own may still hold the
+            # pipes: with a uid of our own it is killed at once, else reading stops after 1 s
+            self._kill(proc.pid, uid, everything=False)
             await exited
-            await asyncio.wait(readers, timeout=1.0)
+            _, pending = await asyncio.wait(readers, timeout=0.05)
+            if pending:
+                self._kill(proc.pid, uid, everything=True)
+                await asyncio.wait(pending, timeout=1.0)
+        except BaseException:
+            exited.cancel()
+            raise
         finally:
             for task in (*readers, over_task):
                 task.cancel()
@@ -220,6 +233,19 @@ class Sandbox:
         elif limit is None and status in (-signal.SIGXCPU, -signal.SIGKILL):
             limit = "cpu"
         return Result(b"".join(out).decode("utf-8", "replace"), stderr, status, limit)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol, plus an event set when the process exits (its pipes may
+    stay open longer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        super().__init__(limit=2 ** 16, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        self.exited.set()
+        super().process_exited()
 
 
 def _kill_group(pid: int) -> None:
