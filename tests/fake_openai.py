@@ -11,7 +11,9 @@ that output's temperature and conditions. Tests script it further:
   no fault): ``{"status": 429, "retry_after": 0.1}`` (a ``Retry-After`` header),
   ``{"status": 503, "retry_after_ms": 50}`` (``retry-after-ms``), ``{"status": 500}``,
   ``{"reset": True}`` (connection dropped), ``{"hang": 5}`` (answers after 5 s),
-  ``{"malformed": True}`` (a 200 whose body is not JSON);
+  ``{"malformed": True}`` (a 200 whose body is not JSON), ``{"body": {...}}`` (a 200 whose
+  body is the usual reply updated with these keys, written with the stdlib ``json``, so it
+  may hold what orjson refuses to write);
 * ``rules``: fault specs with a ``"match"`` substring, applied to every request whose raw
   body contains it (before ``faults``), so one task fails whatever the scheduling order;
   ``"times": N`` makes a rule expire after N uses;
@@ -178,6 +180,9 @@ class FakeOpenAI:
                 return web.Response(status=500)
             if fault.get("malformed"):
                 return web.Response(body=b"{not json", content_type="application/json")
+            if fault.get("body") is not None:
+                reply = self.response_body(body, fault["body"].get("output") or []) | fault["body"]
+                return web.Response(body=json.dumps(reply), content_type="application/json")
             if fault.get("status"):
                 headers = {}
                 if fault.get("retry_after") is not None:
