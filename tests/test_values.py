@@ -12,7 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gymcore.data import RESERVED_METRIC_NAMES, Rollout, as_verdict, converter
+from gymcore.dataset import validate_row
+from gymcore.runfiles import dumps
 
 from .conftest import read_jsonl, run_gym, weather_tasks
 from .test_serve import gym_serve, serve_env
@@ -248,3 +255,48 @@ def test_a_previous_output_fed_back_as_input_reproduces_its_tasks(tmp_path, gym_
             "tool_calls", "tool_errors", "stop_reason", "timing", "error"}
         assert {k: line[k] for k in row_keys} == originals[index]
     assert new[0]["response"]["id"] != old[0]["response"]["id"]  # run again, not copied
+
+
+# --- the converter: what as_verdict accepts is written and read back exactly --------
+
+names = st.sampled_from(["a", "b", "id", "score", "reward", "turns", "response", "metric_names",
+                         "responses_create_params"])
+leaves = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+unwritable_leaves = st.sets(st.integers(), max_size=2) | st.builds(object)
+values = st.recursive(leaves | unwritable_leaves, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8)
+row_values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+                          | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                                      max_size=3), max_leaves=8)
+
+
+def strictly_writable(value) -> bool:
+    """An oracle apart from gymcore's: orjson writes it, and the stdlib finds no NaN or infinity."""
+    try:
+        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        json.dumps(value, allow_nan=False, default=str)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(metrics=st.dictionaries(names, values, max_size=3), extra=st.dictionaries(names, row_values, max_size=3))
+def test_a_verdict_is_refused_or_written_and_read_back_exactly(metrics, extra):
+    metrics.pop("reward", None)
+    try:
+        verdict = as_verdict({"reward": 0.5, **metrics}, where="v.verify")
+    except (ValueError, TypeError):  # refused: then something in it could not have been written as it is
+        assert any(name in RESERVED_METRIC_NAMES or not strictly_writable(value) for name, value in metrics.items())
+        return
+    assert verdict is not None and verdict.metrics == metrics
+    task = validate_row({**extra, "responses_create_params": {"input": "hi"}}, "<row>", 1)
+    rollout = Rollout(task=task, task_index=3, rollout_index=1, agent="v", model="m", response={"output": []},
+                      reward=verdict.reward, metrics=verdict.metrics)
+    line = orjson.loads(dumps(converter.unstructure(rollout)))
+    back = converter.structure(line, Rollout)
+    assert back.metrics == metrics  # what verify returned wins ...
+    assert back.reward == 0.5 and back.task_index == 3 and back.rollout_index == 1
+    # ... over a column of the same name; gymcore's own keys never reach the task
+    assert back.task.extra == {k: v for k, v in extra.items() if k not in metrics and k not in RESERVED_METRIC_NAMES}
