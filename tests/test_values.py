@@ -9,6 +9,7 @@ resume); a column named like a metric never replaces what ``verify`` returned.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def teardown_session(session):
 @hookimpl
 def verify(session, response):
     kind = (session.task.verifier_metadata or {}).get("kind", "ok")
+    if kind == "stash":  # a plugin that leaves a set in the task row
+        session.task.extra["stash"] = {1, 2}
+        return 1.0
     if kind == "nan_reward":
         return {"reward": float("nan")}
     if kind == "inf_reward":
@@ -193,24 +197,42 @@ def test_a_row_nested_too_deep_is_an_input_error_with_its_line(tmp_path, badvalu
     assert len(read_jsonl(out)) == 2
 
 
-def test_a_model_reply_that_cannot_be_written_is_a_failure_not_a_crash(tmp_path, badvalues_env, fake_openai):
-    """Nothing gymcore checks up front: the reply itself nests too deep. It still ends as a
-    failure record, and the run (and its resume) goes on."""
-    tasks = write_rows(tmp_path / "tasks.jsonl", [row("ok"), row("ok", city="Oslo"), row("ok", city="London")])
+@pytest.mark.parametrize("served", [False, True], ids=["embedded", "served"])
+def test_what_can_only_fail_at_write_time_is_a_failure_not_a_crash(tmp_path, badvalues_env, fake_openai, served):
+    """Nothing gymcore checks up front: a model reply nested too deep, a plugin that puts a
+    set into the task row. Each still ends as a failure record, and the run (and its resume)
+    goes on; embedded or served alike."""
+    rows = [row("ok"), row("ok", city="Oslo"), row("stash"), row("ok", city="London")]
+    tasks, out = write_rows(tmp_path / "tasks.jsonl", rows), tmp_path / "out.jsonl"
     deep_reply = {"output": [{"type": "message", "id": "m1", "role": "assistant", "status": "completed",
                               "content": [{"type": "output_text", "text": "hi", "annotations": []}]}],
                   "metadata": {"deep": nested(400)}}
     fake_openai.rules = [{"match": "Oslo", "times": 1, "body": deep_reply}]
-    out = tmp_path / "out.jsonl"
-    result = collect(tasks, out, env=badvalues_env)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert sorted(line["task_index"] for line in read_jsonl(out)) == [0, 2]
-    [failed] = read_jsonl(tmp_path / "out.failures.jsonl")
-    assert failed["task_index"] == 1 and failed["class"] == "unwritable:response"
-    assert "'response'" in failed["message"] and "Recursion limit" in failed["message"]
-    result = collect(tasks, out, "--resume", env=badvalues_env)  # the rule is used up: it succeeds now
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert sorted(line["task_index"] for line in read_jsonl(out)) == [0, 1, 2]
+    with contextlib.ExitStack() as stack:
+        where = ["--model", "openai:m"]
+        if served:
+            env = {**serve_env(), **{k: v for k, v in badvalues_env.items()
+                                     if k.startswith(("OPENAI_", "BADVALUES", "PYTHON"))}}
+            _proc, url = stack.enter_context(gym_serve("--agent", "badvalues", "--model", "openai:m", env=env))
+            where = ["--server", url]
+
+        def run(*extra: str):
+            return run_gym("collect", "--agent", "badvalues", *where, "--input", str(tasks), "--output", str(out),
+                           "-q", *extra, env=badvalues_env)
+
+        result = run()
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert sorted(line["task_index"] for line in read_jsonl(out)) == [0, 3]
+        failed = {f["task_index"]: f for f in read_jsonl(tmp_path / "out.failures.jsonl")}
+        assert sorted(failed) == [1, 2]
+        assert failed[1]["class"] == "unwritable:response" and failed[2]["class"] == "unwritable:stash"
+        assert "'response'" in failed[1]["message"] and "Recursion limit" in failed[1]["message"]
+        assert "'stash'" in failed[2]["message"] and "set" in failed[2]["message"]
+        assert failed[2]["id"] == "t-stash" and "stash" not in failed[2]  # the row, less what could not be written
+        result = run("--resume")  # the rule is used up: the reply is fine now; the plugin is not
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert sorted(line["task_index"] for line in read_jsonl(out)) == [0, 1, 3]
+        assert [f["class"] for f in read_jsonl(tmp_path / "out.failures.jsonl")][2:] == ["unwritable:stash"]
 
 
 # --- break 5: input columns named like gymcore's own keys ---------------------------
