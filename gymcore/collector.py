@@ -233,7 +233,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
     if config.resume and (state.lines or state.failed_before):
         progress.note(f"gym: resuming {output}: {state.lines} rollouts done, {state.failed_before} failed "
                       f"before (retried now), {total} to run")
-    sink = RolloutSink(writer, failures, state.invocation, on_warning=lambda text: progress.note(f"gym: warning: {text}"))
+    sink = RolloutSink(writer, failures, state.invocation,
+                       on_warning=lambda text: progress.note(f"gym: warning: {text}"))
     control = RunControl(config.grace, notify=progress.note)
     jobs = _jobs(input_path, config.limit, config.num_repeats, state)
     timeout = config.timeout

@@ -88,6 +88,11 @@ def badvalues_env(gym_env, tmp_path):
     return {**gym_env, "PYTHONPATH": str(site), "BADVALUES_LOG": str(tmp_path / "sessions.log")}
 
 
+def runner_env(env: dict) -> dict:
+    """A ``gym serve`` environment with ``badvalues`` installed and the fake model's URL."""
+    return {**serve_env(), **{k: v for k, v in env.items() if k.startswith(("OPENAI_", "BADVALUES", "PYTHON"))}}
+
+
 def row(kind: str, city: str = "Paris", **extra) -> dict:
     return {"responses_create_params": {"input": f"weather in {city}?"},
             "verifier_metadata": {"kind": kind, "expected_city": city}, "id": f"t-{kind}", **extra}
@@ -153,8 +158,7 @@ def test_unwritable_verdicts_fail_their_rollout_and_resume_goes_on(tmp_path, bad
 def test_served_runs_fail_the_same_rollouts_the_same_way(tmp_path, badvalues_env):
     tasks = write_rows(tmp_path / "tasks.jsonl", [row("ok"), row("set"), row("bigint"), row("nan_reward")])
     out = tmp_path / "out.jsonl"
-    env = {**serve_env(), **{k: v for k, v in badvalues_env.items() if k.startswith(("OPENAI_", "BADVALUES", "PYTHON"))}}
-    with gym_serve("--agent", "badvalues", "--model", "openai:m", env=env) as (_proc, url):
+    with gym_serve("--agent", "badvalues", "--model", "openai:m", env=runner_env(badvalues_env)) as (_proc, url):
         result = run_gym("collect", "--agent", "badvalues", "--server", url, "--input", str(tasks),
                          "--output", str(out), "-q", env=badvalues_env)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
@@ -211,9 +215,8 @@ def test_what_can_only_fail_at_write_time_is_a_failure_not_a_crash(tmp_path, bad
     with contextlib.ExitStack() as stack:
         where = ["--model", "openai:m"]
         if served:
-            env = {**serve_env(), **{k: v for k, v in badvalues_env.items()
-                                     if k.startswith(("OPENAI_", "BADVALUES", "PYTHON"))}}
-            _proc, url = stack.enter_context(gym_serve("--agent", "badvalues", "--model", "openai:m", env=env))
+            _proc, url = stack.enter_context(gym_serve("--agent", "badvalues", "--model", "openai:m",
+                                                       env=runner_env(badvalues_env)))
             where = ["--server", url]
 
         def run(*extra: str):
