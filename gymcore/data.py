@@ -106,6 +106,9 @@ OUTPUT_KEYS = (
     "task_index", "rollout_index", "agent", "model", "response", "reward",
     "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error",
 )
+#: The keys a failures-sidecar line adds to the row (``runfiles.failure_record``), besides
+#: ``task_index``, ``rollout_index``, ``agent``, ``model`` and ``error``.
+FAILURE_KEYS = ("class", "message", "attempts", "invocation", "elapsed_s")
 #: Names a metric cannot have: the line's own keys (``verify`` returning one is a failure).
 RESERVED_METRIC_NAMES = frozenset(OUTPUT_KEYS) | frozenset(Task.KNOWN_KEYS)
 

@@ -9,17 +9,19 @@ import attrs
 import jsonlines
 import orjson
 
-from .data import OUTPUT_KEYS, Task
+from .data import FAILURE_KEYS, OUTPUT_KEYS, Task
 from .errors import InputError
 from .jsonvalues import row_problem
 
 _OUTPUT_KEYS = frozenset(OUTPUT_KEYS)
+_FAILURE_KEYS = frozenset(FAILURE_KEYS) | {"error"}
 
 
 def output_columns(row: dict[str, Any]) -> list[str]:
     """The keys of ``row`` that gymcore writes itself into an output line: its own keys and
-    the metrics its ``metric_names`` lists (the row is, or was made from, an output line).
-    They are not the task: a rerun writes fresh values."""
+    the metrics its ``metric_names`` lists (the row is, or was made from, an output line),
+    and a failures-sidecar line's keys when the row has them all (it is one: a column of a
+    task's own named ``message`` stays). They are not the task: a rerun writes fresh values."""
     if _OUTPUT_KEYS.isdisjoint(row):  # the usual row: one set operation
         return []
     names = [key for key in row if key in _OUTPUT_KEYS]
@@ -27,6 +29,8 @@ def output_columns(row: dict[str, Any]) -> list[str]:
     if isinstance(metrics, list):
         names += [m for m in metrics if isinstance(m, str) and m in row and m not in Task.KNOWN_KEYS
                   and m not in _OUTPUT_KEYS]
+    if _FAILURE_KEYS.issubset(row):
+        names += FAILURE_KEYS
     return names
 
 
@@ -190,10 +194,10 @@ class InputScan:
         """The one warning about :attr:`dropped` columns, or ``None``."""
         if not self.dropped:
             return None
-        own = [n for n in OUTPUT_KEYS if n in self.dropped]
+        own = [n for n in OUTPUT_KEYS + FAILURE_KEYS if n in self.dropped]
         metrics = sorted(self.dropped.difference(own))
         return (f"{self.path}: left out of the tasks, as columns gymcore writes itself (is this a previous "
-                f"output?): {', '.join(own + metrics)}; the output has fresh values")
+                f"output or failures file?): {', '.join(own + metrics)}; the output has fresh values")
 
 
 def scan_input(path: str | Path, limit: int | None = None, max_reported: int = MAX_REPORTED) -> InputScan:

@@ -325,3 +325,24 @@ def test_a_verdict_is_refused_or_written_and_read_back_exactly(metrics, extra):
     assert back.reward == 0.5 and back.task_index == 3 and back.rollout_index == 1
     # ... over a column of the same name; gymcore's own keys never reach the task
     assert back.task.extra == {k: v for k, v in extra.items() if k not in metrics and k not in RESERVED_METRIC_NAMES}
+
+
+def test_a_failures_file_fed_back_as_input_reruns_its_tasks(tmp_path, gym_env, fake_openai):
+    tasks = write_rows(tmp_path / "tasks.jsonl", [row("ok", city="Paris"), row("ok", city="Oslo"),
+                                                   row("ok", city="Oslo", id="t-2")])
+    fake_openai.rules = [{"match": "Oslo", "status": 400, "times": 2}]  # a 400 is not retried
+    out = tmp_path / "out.jsonl"
+    assert collect(tasks, out, agent="weather", env=gym_env).returncode == 1
+    failures = tmp_path / "out.failures.jsonl"
+    assert sorted(f["task_index"] for f in read_jsonl(failures)) == [1, 2]
+    again = tmp_path / "again.jsonl"
+    result = collect(failures, again, agent="weather", env=gym_env)
+    assert result.returncode == 0, result.stderr
+    warnings = [w for w in result.stderr.splitlines() if "warning" in w]
+    assert len(warnings) == 1 and all(k in warnings[0] for k in ("class", "invocation", "error")), result.stderr
+    originals = [json.loads(text) for text in tasks.read_text().splitlines()]
+    rows_again = [{k: v for k, v in line.items() if k not in line["metric_names"] and k not in (
+        "reward", "metric_names", "task_index", "rollout_index", "agent", "model", "response", "turns",
+        "tool_calls", "tool_errors", "stop_reason", "timing", "error")} for line in read_jsonl(again)]
+    # the rows as they were: no stale failure fields
+    assert sorted(rows_again, key=json.dumps) == sorted(originals[1:], key=json.dumps)
