@@ -182,6 +182,17 @@ def test_gym_verify_files_unwritable_verdicts_as_failures(tmp_path, badvalues_en
                                                                         "nan_reward"))
     assert {f["class"] for f in failed} == {"plugin:verify"}
 
+    # a line nested too deep (not one gym collect wrote) is refused before anything is written
+    lines = out.read_text().splitlines()
+    deep = json.loads(lines[0]) | {"deep": nested(600)}
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join([lines[1], json.dumps(deep), *lines[2:]]) + "\n")
+    result = run_gym("verify", str(edited), "--agent", "badvalues", "--output", str(tmp_path / "re2.jsonl"),
+                     env=badvalues_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{edited}:2: field 'deep': nested deeper than {MAX_ROW_DEPTH} levels" in result.stderr
+    assert not (tmp_path / "re2.jsonl").exists()
+
 
 def test_a_row_nested_too_deep_is_an_input_error_with_its_line(tmp_path, badvalues_env):
     rows = [row("ok"), row("ok", deep=nested(600)), row("ok", city="London", edge=nested(MAX_ROW_DEPTH - 1))]
