@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from .backends import DEFAULT_MODEL_TIMEOUT, ModelBackend
-from .data import Rollout, Task, Timing
+from .data import Rollout, Task, Timing, VerdictError
 from .environment import Environment
 from .errors import ModelError
 from .judge import Judge, JudgeError
@@ -72,8 +72,8 @@ def build_request(task: Task, env: Environment, config: AgentConfig) -> dict[str
 def plugin_error(hook: str, exc: BaseException) -> dict[str, Any]:
     """The ``error`` of a rollout ended by a plugin exception in ``hook``."""
     kind = type(exc).__name__
-    return {"type": "plugin", "kind": kind, "status": None, "hook": hook,
-            "message": f"{hook} raised {kind}: {exc}"}
+    message = str(exc) if isinstance(exc, VerdictError) else f"{hook} raised {kind}: {exc}"  # returned, not raised
+    return {"type": "plugin", "kind": kind, "status": None, "hook": hook, "message": message}
 
 
 async def run_rollout(

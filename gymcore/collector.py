@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import attrs
 
 from .agent import AgentConfig
-from .data import Rollout, Task, Timing, converter
+from .data import Rollout, Task, Timing
 from .dataset import InputScan, iter_rows, scan_input
 from .eager_requests import requests_sent_at_once
 from .errors import GymError, InputError
@@ -30,9 +30,9 @@ from .limits import ensure_open_files
 from .metrics import RunStats
 from .plugins import Plugins
 from .reach import ModelReach
-from .runfiles import (JsonlAppender, ResumeState, RunRecord, failure_record, failures_path, file_sha256,
+from .runfiles import (JsonlAppender, ResumeState, RolloutSink, RunRecord, failures_path, file_sha256,
                        metrics_path, refuse_to_overwrite, refuse_to_write_over_input, resume, run_record_path,
-                       write_json_atomic)
+                       warn, write_json_atomic)
 from .runners import EmbeddedRunner, RolloutRunner
 from .stopping import DEFAULT_GRACE, RunControl
 
@@ -181,6 +181,9 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
         first = scan.errors[0]
         print(f"gym: skipping {scan.invalid} invalid rows of {input_path} (--skip-invalid); first: {first}",
               file=sys.stderr, flush=True)
+    dropped = scan.dropped_warning()
+    if dropped:
+        warn(dropped)
     # named as the user knows it: their file, or where the agent's example dataset came from
     # (a runner's URL, not the temporary copy fetched from it)
     input_name = str(Path(input_path).resolve()) if config.input is not None else \
@@ -232,6 +235,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
     if config.resume and (state.lines or state.failed_before):
         progress.note(f"gym: resuming {output}: {state.lines} rollouts done, {state.failed_before} failed "
                       f"before (retried now), {total} to run")
+    sink = RolloutSink(writer, failures, state.invocation,
+                       on_warning=lambda text: progress.note(f"gym: warning: {text}"))
     control = RunControl(config.grace, notify=progress.note)
     jobs = _jobs(input_path, config.limit, config.num_repeats, state)
     timeout = config.timeout
@@ -263,11 +268,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
                 rollout = await run_one(*job)
             finally:
                 in_flight -= 1
+            sink.write(rollout)  # may make it a failure: a value orjson refuses
             error = rollout.error
-            if error is None:
-                writer.write(converter.unstructure(rollout))
-            else:
-                failures.write(failure_record(rollout, state.invocation))
             stats.add(rollout)
             unreachable = reach.stop_reason(rollout)
             progress.update(stats)

@@ -8,10 +8,13 @@ NeMo Gym or with extra bookkeeping columns passes through unchanged.
 from __future__ import annotations
 
 import itertools
+import numbers
 from typing import Any
 
 import attrs
 import cattrs
+
+from .jsonvalues import problem, unwritable_error, unwritable_fields
 
 _session_ids = itertools.count(1)
 
@@ -103,21 +106,28 @@ def _structure_task(row: dict[str, Any], _type: type) -> Task:
     )
 
 
-_ROLLOUT_KEYS = (
+#: The keys gymcore writes into an output line next to the row's own (and the metrics).
+OUTPUT_KEYS = (
     "task_index", "rollout_index", "agent", "model", "response", "reward",
     "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error", "judge_usage",
 )
+#: The keys a failures-sidecar line adds to the row (``runfiles.failure_record``), besides
+#: ``task_index``, ``rollout_index``, ``agent``, ``model`` and ``error``.
+FAILURE_KEYS = ("class", "message", "attempts", "invocation", "elapsed_s")
+#: Names a metric cannot have: the line's own keys (``verify`` returning one is a failure).
+RESERVED_METRIC_NAMES = frozenset(OUTPUT_KEYS) | frozenset(Task.KNOWN_KEYS)
 
 
 def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
     # The output line is the input row, extended; metrics sit at the top level next to
-    # ``reward`` as in NeMo Gym, so trainers that read NeMo Gym rollouts read ours.
+    # ``reward`` as in NeMo Gym, so trainers that read NeMo Gym rollouts read ours. What
+    # verify returned wins over an input column of the same name (see shadowed_columns).
     line = _unstructure_task(rollout.task)
     line["response"] = rollout.response
     line["reward"] = rollout.reward
     names = []
     for key, value in rollout.metrics.items():
-        if key not in line and key not in _ROLLOUT_KEYS:
+        if key not in RESERVED_METRIC_NAMES:  # as_verdict refuses them; a hand-made Rollout may not
             line[key] = value
             names.append(key)
     # Which top-level keys are metrics, so a stored rollout reads back exactly.
@@ -139,7 +149,7 @@ def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
 
 def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
     names = line.get("metric_names") or []
-    skip = set(_ROLLOUT_KEYS) | set(names)
+    skip = set(OUTPUT_KEYS) | set(names)
     row = {k: v for k, v in line.items() if k not in skip}
     return Rollout(
         task=_structure_task(row, Task),
@@ -160,27 +170,66 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
     )
 
 
+def shadowed_columns(rollout: Rollout) -> list[str]:
+    """The input columns of ``rollout``'s row that its metrics replace in the output line."""
+    extra = rollout.task.extra
+    return [name for name in rollout.metrics if name in extra] if extra and rollout.metrics else []
+
+
+def fail_unwritable(rollout: Rollout, line: dict[str, Any]) -> None:
+    """Turn ``rollout``, whose ``line`` orjson refused, into a failure (class
+    ``unwritable:<field>``) whose failure record can be written: a refused response is
+    dropped from it, and refused row columns from its task."""
+    rollout.reward = None
+    rollout.error = unwritable_error(line)
+    bad = unwritable_fields(line)
+    if "response" in bad:
+        rollout.response = None
+    for name in bad:
+        rollout.task.extra.pop(name, None)
+
+
 converter.register_unstructure_hook(Task, _unstructure_task)
 converter.register_structure_hook(Task, _structure_task)
 converter.register_unstructure_hook(Rollout, _unstructure_rollout)
 converter.register_structure_hook(Rollout, _structure_rollout)
 
 
+class VerdictError(ValueError):
+    """``verify`` returned something that is not a verdict gymcore can write: its message
+    says what (the rollout fails with class ``plugin:verify``)."""
+
+
 def as_verdict(value: Any, *, where: str = "verify") -> Verdict | None:
-    """Normalise what a ``verify`` hook returned into a :class:`Verdict` (or ``None``)."""
-    if value is None or isinstance(value, Verdict):
-        verdict = value
-    elif isinstance(value, bool):
-        verdict = Verdict(reward=float(value))
-    elif isinstance(value, (int, float)):
-        verdict = Verdict(reward=float(value))
+    """Normalise what a ``verify`` hook returned into a :class:`Verdict` (or ``None``);
+    raise :class:`VerdictError` unless the reward is a number in [0, 1] and every metric
+    can be written to the output line and read back the same (see :mod:`gymcore.jsonvalues`)."""
+    if value is None:
+        return None
+    if isinstance(value, Verdict):
+        reward, metrics = value.reward, value.metrics
     elif isinstance(value, dict):
         if "reward" not in value:
-            raise ValueError(f"{where} returned a dict without 'reward': {sorted(value)}")
-        metrics = {k: v for k, v in value.items() if k != "reward"}
-        verdict = Verdict(reward=float(value["reward"]), metrics=metrics)
+            raise VerdictError(f"{where} returned a dict without 'reward': {sorted(map(str, value))}")
+        reward, metrics = value["reward"], {k: v for k, v in value.items() if k != "reward"}
+    elif isinstance(value, numbers.Real):
+        reward, metrics = value, {}
     else:
-        raise TypeError(f"{where} returned {type(value).__name__}; expected Verdict, dict, number or None")
-    if verdict is not None and not 0.0 <= verdict.reward <= 1.0:
-        raise ValueError(f"{where} returned reward {verdict.reward}, outside [0, 1]")
-    return verdict
+        raise VerdictError(f"{where} returned {type(value).__name__}; expected Verdict, dict, number or None")
+    if not isinstance(reward, numbers.Real):
+        raise VerdictError(f"{where} returned reward {reward!r} ({type(reward).__name__}), not a number")
+    reward = float(reward)
+    if not 0.0 <= reward <= 1.0:  # NaN fails this too
+        raise VerdictError(f"{where} returned reward {reward!r}, not a number in [0, 1]")
+    if not isinstance(metrics, dict):
+        raise VerdictError(f"{where} returned metrics of type {type(metrics).__name__}, not a dict")
+    for name, metric in metrics.items():
+        if not isinstance(name, str):
+            raise VerdictError(f"{where} returned a metric named {name!r} ({type(name).__name__}); "
+                               "metric names are strings")
+        if name in RESERVED_METRIC_NAMES:
+            raise VerdictError(f"{where} returned a metric named {name!r}, a key gymcore writes itself; rename it")
+        what = problem(metric, levels_above=1)
+        if what is not None:
+            raise VerdictError(f"{where} returned metric {name!r} ({type(metric).__name__}): {what}")
+    return Verdict(reward=reward, metrics=metrics)

@@ -9,14 +9,44 @@ import attrs
 import jsonlines
 import orjson
 
-from .data import Task
+from .data import FAILURE_KEYS, OUTPUT_KEYS, Task
 from .errors import InputError
+from .jsonvalues import row_problem
+
+_OUTPUT_KEYS = frozenset(OUTPUT_KEYS)
+_FAILURE_KEYS = frozenset(FAILURE_KEYS) | {"error"}
 
 
-def validate_row(row: Any, path: str, line: int) -> Task:
-    """Check one parsed row and build its :class:`Task`; raise :class:`InputError`."""
+def output_columns(row: dict[str, Any]) -> list[str]:
+    """The keys of ``row`` that gymcore writes itself into an output line: its own keys and
+    the metrics its ``metric_names`` lists (the row is, or was made from, an output line),
+    and a failures-sidecar line's keys when the row has them all (it is one: a column of a
+    task's own named ``message`` stays). They are not the task: a rerun writes fresh values."""
+    if _OUTPUT_KEYS.isdisjoint(row):  # the usual row: one set operation
+        return []
+    names = [key for key in row if key in _OUTPUT_KEYS]
+    metrics = row.get("metric_names")
+    if isinstance(metrics, list):
+        names += [m for m in metrics if isinstance(m, str) and m in row and m not in Task.KNOWN_KEYS
+                  and m not in _OUTPUT_KEYS]
+    if _FAILURE_KEYS.issubset(row):
+        names += FAILURE_KEYS
+    return names
+
+
+def validate_row(row: Any, path: str, line: int | None, dropped: set[str] | None = None) -> Task:
+    """Check one parsed row and build its :class:`Task`; raise :class:`InputError`.
+
+    Columns gymcore writes itself (:func:`output_columns`) are left out of the task, and
+    their names added to ``dropped`` (for one warning per input). A row nested deeper than
+    gymcore can write back out is an error."""
     if not isinstance(row, dict):
         raise InputError(path, line, f"expected a JSON object, got {type(row).__name__}")
+    own = output_columns(row)
+    if own:
+        row = {k: v for k, v in row.items() if k not in own}
+        if dropped is not None:
+            dropped.update(own)
     params = row.get("responses_create_params")
     if params is None:
         raise InputError(path, line, "missing", field="responses_create_params")
@@ -53,6 +83,9 @@ def validate_row(row: Any, path: str, line: int) -> Task:
     meta = row.get("verifier_metadata")
     if meta is not None and not isinstance(meta, dict):
         raise InputError(path, line, "expected an object or null", field="verifier_metadata")
+    unwritable = row_problem(row)
+    if unwritable is not None:
+        raise InputError(path, line, unwritable[1], field=unwritable[0])
     return Task(
         responses_create_params=params,
         verifier_metadata=meta,
@@ -92,9 +125,11 @@ class _Rows:
                 yield raw
 
 
-def iter_rows(path: str | Path, limit: int | None = None) -> Iterator[tuple[int, int, Task | InputError]]:
+def iter_rows(path: str | Path, limit: int | None = None,
+              dropped: set[str] | None = None) -> Iterator[tuple[int, int, Task | InputError]]:
     """Yield ``(row_index, line number, Task or InputError)`` for every non-empty line, the
     first ``limit`` of them; never raises for a bad row, so one pass can report them all.
+    ``dropped`` collects the names of the columns left out (see :func:`validate_row`).
 
     ``row_index`` counts non-empty lines from 0, valid or not: it is a row's ``task_index``,
     so skipping invalid rows (``--skip-invalid``) never renumbers the valid ones, and a
@@ -118,7 +153,7 @@ def iter_rows(path: str | Path, limit: int | None = None) -> Iterator[tuple[int,
                 item: Task | InputError = InputError(name, rows.line_no, f"not valid JSON ({exc.__cause__ or exc})")
             else:
                 try:
-                    item = validate_row(row, name, rows.line_no)
+                    item = validate_row(row, name, rows.line_no, dropped)
                 except InputError as exc:
                     item = exc
             yield row_index, rows.line_no, item
@@ -145,6 +180,8 @@ class InputScan:
     valid: int = 0
     errors: list[InputError] = attrs.field(factory=list)
     invalid: int = 0
+    #: columns gymcore writes itself, found in rows and left out of their tasks
+    dropped: set[str] = attrs.field(factory=set)
 
     def report(self) -> str:
         """Every reported error on its own line, then ``... and N more``."""
@@ -153,12 +190,21 @@ class InputScan:
             lines.append(f"... and {self.invalid - len(self.errors)} more")
         return "\n".join(lines)
 
+    def dropped_warning(self) -> str | None:
+        """The one warning about :attr:`dropped` columns, or ``None``."""
+        if not self.dropped:
+            return None
+        own = [n for n in OUTPUT_KEYS + FAILURE_KEYS if n in self.dropped]
+        metrics = sorted(self.dropped.difference(own))
+        return (f"{self.path}: left out of the tasks, as columns gymcore writes itself (is this a previous "
+                f"output or failures file?): {', '.join(own + metrics)}; the output has fresh values")
+
 
 def scan_input(path: str | Path, limit: int | None = None, max_reported: int = MAX_REPORTED) -> InputScan:
     """Validate the first ``limit`` rows, streaming (memory stays flat on a 1 GB file), and
     keep the first ``max_reported`` errors."""
     scan = InputScan(str(path))
-    for scan.rows, (_row, _line, item) in enumerate(iter_rows(path, limit), start=1):
+    for scan.rows, (_row, _line, item) in enumerate(iter_rows(path, limit, scan.dropped), start=1):
         if isinstance(item, InputError):
             scan.invalid += 1
             if len(scan.errors) < max_reported:

@@ -64,9 +64,14 @@ def verify(session, response):
     ``response`` is the whole episode as a Responses-API response dict: ``output`` holds
     every item in order (messages, function calls, function call outputs, reasoning).
     ``session.task.verifier_metadata`` carries the row's ground truth, if the row has one.
-    The reward must be in [0, 1]; metrics are numbers or strings. When several plugins of
-    one environment return a verdict, the rewards multiply (every check must pass) and the
-    metrics merge. When none does, the reward is 1.0, as in NeMo Gym. Raising fails the
+    The reward must be a number in [0, 1]. A metric's name is a string other than the output
+    line's own keys (``turns``, ``error``, ...); its value is what a JSON line holds as it
+    is: ``None``, a bool, a string, an int within 64 bits, a finite float, or lists and
+    string-keyed dicts of them. Anything else (a set, an object, ``2**70``, NaN, infinity,
+    nesting past 250 levels) fails the rollout with class ``plugin:verify``, naming the
+    metric and its type. A metric wins over an input column of the same name in the output
+    line. When several plugins of one environment return a verdict, the rewards multiply
+    (every check must pass) and the metrics merge. When none does, the reward is 1.0, as in NeMo Gym. Raising fails the
     rollout (class ``plugin:verify``): it goes to the failures file, never into the output
     as a reward; ``gym collect --resume`` runs it again once the verifier is fixed.
     """

@@ -20,7 +20,7 @@ from .environment import Environment
 from .errors import GymError
 from .metrics import RunStats
 from .plugins import Plugins
-from .runfiles import (JsonlAppender, check_rollout_line, failure_record, failures_path, metrics_path,
+from .runfiles import (JsonlAppender, RolloutSink, check_rollout_line, failures_path, metrics_path,
                        read_complete_lines, refuse_to_overwrite, refuse_to_write_over_input, write_json_atomic)
 from .runners import split_agent
 
@@ -116,6 +116,7 @@ async def rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
     failures_file.unlink(missing_ok=True)
     writer = JsonlAppender(output, "wb").open()
     failures = JsonlAppender(failures_file, "wb")
+    sink = RolloutSink(writer, failures, invocation=1)
     started = time.perf_counter()
 
     try:
@@ -131,11 +132,10 @@ async def rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
                 break
             results = await asyncio.gather(*(one(n, line) for n, line in batch))
             for rollout, old in results:  # in input order
+                sink.write(rollout)  # may make it a failure: a value orjson refuses
                 stats.add(rollout)
                 if rollout.error is not None:
-                    failures.write(failure_record(rollout, invocation=1))
                     continue
-                writer.write(converter.unstructure(rollout))
                 counts["rescored"] += 1
                 if old is None:
                     continue

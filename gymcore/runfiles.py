@@ -28,8 +28,9 @@ import jsonlines
 import orjson
 
 from . import __version__
-from .data import Rollout, converter
+from .data import Rollout, converter, fail_unwritable, shadowed_columns
 from .errors import GymError
+from .jsonvalues import OPTIONS, unwritable_fields
 from .metrics import failure_class
 
 
@@ -51,7 +52,7 @@ def run_record_path(output: Path) -> Path:
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(obj, option=OPTIONS)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -255,6 +256,45 @@ def failure_record(rollout: Rollout, invocation: int) -> dict[str, Any]:
     if rollout.response is not None:
         line["response"] = rollout.response
     return line
+
+
+class RolloutSink:
+    """Where finished rollouts go: a scored one to the output, a failed one to the failures
+    sidecar. Never raises for a value orjson refuses: checks upstream (input rows, verdicts)
+    leave only a model reply nested too deep and the like, and such a rollout becomes a
+    failure of class ``unwritable:<field>``, so the run and its resume go on. Warns once per
+    name when a metric replaces an input column of the same name in the output line."""
+
+    def __init__(self, output: JsonlAppender, failures: JsonlAppender, invocation: int,
+                 on_warning: Callable[[str], None] = warn):
+        self.output, self.failures, self.invocation = output, failures, invocation
+        self.on_warning = on_warning
+        self._shadowed: set[str] = set()
+
+    def write(self, rollout: Rollout) -> None:
+        """Write ``rollout`` where it belongs; a rollout that cannot be written is made a
+        failure in place (``rollout.error`` set), so stats counted after this see it."""
+        if rollout.error is None:
+            self._note_shadowed(rollout)
+            line = converter.unstructure(rollout)
+            try:
+                self.output.write(line)
+                return
+            except TypeError:  # orjson.JSONEncodeError; nothing was written
+                fail_unwritable(rollout, line)
+        record = failure_record(rollout, self.invocation)
+        try:
+            self.failures.write(record)
+        except TypeError:  # a part of the record orjson refuses (a plugin changed the task): leave it out
+            bad = unwritable_fields(record)
+            self.failures.write({k: v for k, v in record.items() if k not in bad} | {"unwritable_fields": bad})
+
+    def _note_shadowed(self, rollout: Rollout) -> None:
+        names = [n for n in shadowed_columns(rollout) if n not in self._shadowed]
+        if names:
+            self._shadowed.update(names)
+            self.on_warning(f"input column(s) {', '.join(names)} of task {rollout.task_index} have the name of a "
+                            "metric verify returned: the output line has verify's value (said once per name)")
 
 
 def resume(output: Path, record: RunRecord, on_line: Callable[[dict[str, Any]], None]) -> ResumeState:

@@ -31,7 +31,7 @@ from aiohttp import web
 from . import __version__
 from .agent import DEFAULT_MAX_STEPS, AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
-from .data import Session, converter
+from .data import Session, converter, fail_unwritable
 from .dataset import validate_row
 from .eager_requests import requests_sent_at_once
 from .environment import Environment
@@ -356,7 +356,12 @@ class Host:
         finally:
             self.stats["rollouts_in_flight"] -= 1
         self.stats["rollouts"] += 1
-        return json_response(converter.unstructure(rollout))
+        line = converter.unstructure(rollout)
+        try:
+            return json_response(line)
+        except TypeError:  # orjson refuses a part (a model reply nested too deep): a failed rollout, as embedded
+            fail_unwritable(rollout, line)
+            return json_response(converter.unstructure(rollout))
 
     async def responses(self, request: web.Request) -> web.Response:
         name = request.match_info.get("agent")

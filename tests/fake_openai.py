@@ -18,6 +18,8 @@ that output's temperature and conditions. Tests script it further:
   {...}}`` (chat: merged into ``choices[0]``, e.g. ``"finish_reason": "abort"``),
   ``{"truncate": N}`` (the policy's tool call with its arguments cut to N characters and all
   of ``max_output_tokens`` / ``max_tokens`` used, yet reported finished, as llama.cpp does);
+  ``{"json_body": {...}}`` (a 200 whose body is the usual reply updated with these keys,
+  written with the stdlib ``json``, so it may hold what orjson refuses to write);
 * ``rules``: fault specs with a ``"match"`` substring, applied to every request whose raw
   body contains it (before ``faults``), so one task fails whatever the scheduling order;
   ``"times": N`` makes a rule expire after N uses;
@@ -213,6 +215,9 @@ class FakeOpenAI:
                 return web.Response(status=500)
             if fault.get("malformed"):
                 return web.Response(body=b"{not json", content_type="application/json")
+            if fault.get("json_body") is not None:
+                reply = self.response_body(body, fault["json_body"].get("output") or []) | fault["json_body"]
+                return web.Response(body=json.dumps(reply), content_type="application/json")
             if fault.get("status"):
                 headers = {}
                 if fault.get("retry_after") is not None:
