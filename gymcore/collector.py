@@ -32,6 +32,7 @@ from .plugins import Plugins
 from .runfiles import (JsonlAppender, ResumeState, RunRecord, failure_record, failures_path, file_sha256,
                        metrics_path, refuse_to_overwrite, refuse_to_write_over_input, resume, run_record_path,
                        write_json_atomic)
+from .runlock import RunLock
 from .runners import EmbeddedRunner, RolloutRunner
 from .stopping import DEFAULT_GRACE, RunControl
 
@@ -202,14 +203,15 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
     output = config.output
     if config.resume and config.overwrite:
         raise GymError("--resume and --overwrite contradict each other: pick one")
-    if not config.resume and not config.overwrite:
-        refuse_to_overwrite(output)
-    with requests_sent_at_once():  # Python 3.11: requests made together would leave together
-        runner = await make_runner(plugins, config)
-        try:
-            return await _collect(runner, config)
-        finally:
-            await runner.aclose()
+    with RunLock(output):  # one run per output, to the end; a second one refuses before touching a file
+        if not config.resume and not config.overwrite:
+            refuse_to_overwrite(output)
+        with requests_sent_at_once():  # Python 3.11: requests made together would leave together
+            runner = await make_runner(plugins, config)
+            try:
+                return await _collect(runner, config)
+            finally:
+                await runner.aclose()
 
 
 async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, Any]:

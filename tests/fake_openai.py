@@ -16,7 +16,9 @@ that output's temperature and conditions. Tests script it further:
   body contains it (before ``faults``), so one task fails whatever the scheduling order;
   ``"times": N`` makes a rule expire after N uses;
 * ``latency``: seconds to sleep before each answer; ``jitter``: each sleep is drawn
-  uniformly from ``latency ± jitter`` (seeded), as real model latencies vary.
+  uniformly from ``latency ± jitter`` (seeded), as real model latencies vary;
+* ``gate``: a ``threading.Event``, set at start; while a test clears it, every request is
+  recorded on arrival and answered only once it is set again (a run held mid-way).
 
 Every request's path, headers, body and arrival time (``at``, ``time.monotonic()``) are
 kept in ``requests`` (``GET /_requests``), so tests can check retry delays.
@@ -94,6 +96,8 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.count = 0
         self.first_request_at: float | None = None
+        self.gate = threading.Event()
+        self.gate.set()
         self._ids = itertools.count(1)
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,6 +165,8 @@ class FakeOpenAI:
         body = _loads(raw) if raw else {}
         if self.keep_requests:
             self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body, "at": at})
+        while not self.gate.is_set():
+            await asyncio.sleep(0.01)
         fault = self._rule_for(raw)
         if fault is None and self.faults:
             fault = self.faults.pop(0)
