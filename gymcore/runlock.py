@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from .errors import GymError
+from .runfiles import warn
 
 #: Option names whose values are never written into the lock file (``--token X``,
 #: ``+responses_create_params.api_key=X``, ``--set ...password=X``).
@@ -98,8 +99,8 @@ def describe_holder(text: str) -> tuple[str, bool]:
 
 
 class RunLock:
-    """``with RunLock(output, "gym collect"):`` holds the output's lock, or raises a
-    :class:`GymError` naming the process that holds it."""
+    """``with RunLock(output):`` holds the output's lock, or raises a :class:`GymError`
+    naming the process that holds it."""
 
     #: How long a refused run waits for the holder's name to appear in the lock file (a
     #: holder writes it right after it locks); never how long it waits for the lock.
@@ -131,15 +132,17 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise GymError(f"cannot lock {self.path} ({exc.strerror}); without the lock a second run "
-                                   f"on {self.output} could corrupt it") from None
+                    os.close(fd)  # a file system without locks: go on, and say what is not guarded
+                    warn(f"cannot lock {self.path} ({exc.strerror}): nothing keeps a second run off "
+                         f"{self.output} now; do not start one")
+                    return
                 holder = self._read_holder(fd)
                 os.close(fd)
                 raise GymError(f"{self.output} is in use by another gym run: {holder}. Two runs on one output "
                                "would corrupt it: wait for that run to end (or stop it), then try again") from None
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                opened, named = os.fstat(fd), os.stat(self.path)
+                same = (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
             except FileNotFoundError:
                 same = False
             if same:
