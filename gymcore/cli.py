@@ -33,7 +33,9 @@ def cli():
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--agent", "-a", help="Environment to run, e.g. weather (compose with a,b).")
 @click.option("--input", "-i", "input_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Input JSONL of tasks. Default: the environment's bundled example dataset.")
+              help="Input JSONL of tasks. Default: the environment's bundled example dataset. "
+              "'-' (standard input), /dev/stdin, a FIFO or <(...) is copied once to OUTPUT's .input.jsonl, "
+              "which the run reads and --resume reads again (not standard input).")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               help="Output JSONL, one scored rollout per line (required).")
 @click.option("--model", "-m", help="BACKEND:MODEL, e.g. openai:gpt-4.1-mini, openai-chat:NAME "

@@ -25,6 +25,7 @@ from .agent import AgentConfig
 from .data import Rollout, Task, Timing
 from .dataset import InputScan, iter_rows, scan_input
 from .eager_requests import requests_sent_at_once
+from .input_spool import run_input
 from .errors import GymError, InputError
 from .limits import ensure_open_files
 from .metrics import RunStats
@@ -33,6 +34,7 @@ from .reach import ModelReach
 from .runfiles import (JsonlAppender, ResumeState, RolloutSink, RunRecord, failures_path, file_sha256,
                        metrics_path, refuse_to_overwrite, refuse_to_write_over_input, resume, run_record_path,
                        warn, write_json_atomic)
+from .runlock import RunLock
 from .runners import EmbeddedRunner, RolloutRunner
 from .stopping import DEFAULT_GRACE, RunControl
 
@@ -174,6 +176,10 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
     """Validate the input, identify the run, and (resuming) check and scan what is done."""
     input_path = resolve_input(config, runner)
     refuse_to_write_over_input(config.output, Path(input_path))
+    given = None if config.input is None else run_input(config.input, config.output, resume=config.resume,
+                                                        overwrite=config.overwrite, progress=config.progress)
+    if given is not None:  # a stream was copied beside the output: the run reads the copy
+        input_path = given.path
     scan = scan_input(input_path, config.limit)  # validates every row before any work
     if scan.invalid and not config.skip_invalid:
         raise InvalidInputError(scan)
@@ -186,13 +192,13 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
         warn(dropped)
     # named as the user knows it: their file, or where the agent's example dataset came from
     # (a runner's URL, not the temporary copy fetched from it)
-    input_name = str(Path(input_path).resolve()) if config.input is not None else \
-        runner.example_dataset_name or str(input_path)
+    input_name = given.name if given is not None else runner.example_dataset_name or str(input_path)
     record = RunRecord(
         input=input_name, input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
         model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit,
-        judge_model=config.agent_config.judge_model)
+        judge_model=config.agent_config.judge_model,
+        input_copy=given.copy if given is not None else None)
     state = ResumeState()
     if config.resume:
         state = resume(config.output, record, stats.add_line)
@@ -207,14 +213,15 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
     output = config.output
     if config.resume and config.overwrite:
         raise GymError("--resume and --overwrite contradict each other: pick one")
-    if not config.resume and not config.overwrite:
-        refuse_to_overwrite(output)
-    with requests_sent_at_once():  # Python 3.11: requests made together would leave together
-        runner = await make_runner(plugins, config)
-        try:
-            return await _collect(runner, config)
-        finally:
-            await runner.aclose()
+    with RunLock(output):  # one run per output, to the end; a second one refuses before touching a file
+        if not config.resume and not config.overwrite:
+            refuse_to_overwrite(output)
+        with requests_sent_at_once():  # Python 3.11: requests made together would leave together
+            runner = await make_runner(plugins, config)
+            try:
+                return await _collect(runner, config)
+            finally:
+                await runner.aclose()
 
 
 async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, Any]:

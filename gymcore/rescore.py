@@ -22,6 +22,7 @@ from .metrics import RunStats
 from .plugins import Plugins
 from .runfiles import (JsonlAppender, RolloutSink, check_rollout_line, failures_path, metrics_path,
                        read_complete_lines, refuse_to_overwrite, refuse_to_write_over_input, write_json_atomic)
+from .runlock import RunLock
 from .runners import split_agent
 
 
@@ -72,7 +73,12 @@ def check_rollouts_file(source: Path, agent: str | None) -> set[str]:
 
 async def rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
     """Re-run ``verify`` on every rollout of ``config.rollouts``; return the summary (also
-    written to the output's ``.metrics.json``)."""
+    written to the output's ``.metrics.json``). Holds the output's run lock throughout."""
+    with RunLock(config.output):
+        return await _rescore(plugins, config)
+
+
+async def _rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
     source, output = config.rollouts, config.output
     if not source.is_file():
         raise GymError(f"{source}: no such file")

@@ -9,7 +9,10 @@ For ``--output results/run.jsonl``:
 * ``results/run.run.json``: what the run is (input file and its sha256, agent, model,
   request overrides, ``max_steps``, ``num_repeats``, ``limit``, gymcore version), written
   before the first rollout, so ``--resume`` can refuse to mix two different runs;
-* ``results/run.metrics.json``: the summary of the whole output, rewritten at the end.
+* ``results/run.metrics.json``: the summary of the whole output, rewritten at the end;
+* ``results/run.input.jsonl``: only when the input was a stream (``--input -``, a FIFO):
+  the copy of it that the run reads and resumes from (:mod:`gymcore.input_spool`);
+* ``results/run.lock``: present while a run holds the output (:mod:`gymcore.runlock`).
 
 Lines are appended with one unbuffered ``write`` each, so a ``kill -9`` can tear only the
 last line; a torn last line has no newline, and resuming cuts it off with a warning.
@@ -159,6 +162,8 @@ class RunRecord:
     judge_model: str | None = None  # a judge scores differently: part of what the run is
     gymcore_version: str = __version__
     invocations: int = 1
+    #: the copy beside the output that a piped input was spooled to (see ``input_spool``)
+    input_copy: str | None = None
 
     IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model")
     _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model", "judge_model": "judge model",
@@ -185,7 +190,9 @@ class RunRecord:
                 continue
             if name == "input_sha256":
                 out.append(f"the input file differs (sha256 {old_value[:12]}... of {self.input} when the run "
-                           f"started, {new_value[:12]}... of {new.input} now)")
+                           f"started, {new_value[:12]}... of {new.input} now)"
+                           + (f"; the run read the copy {self.input_copy}: resume with --input {self.input_copy} "
+                              "or --input -" if self.input_copy and not new.input_copy else ""))
             else:
                 out.append(f"{self._LABELS[name]}: {old_value!r} then, {new_value!r} now")
         return out

@@ -25,6 +25,8 @@ that output's temperature and conditions. Tests script it further:
   ``"times": N`` makes a rule expire after N uses;
 * ``latency``: seconds to sleep before each answer; ``jitter``: each sleep is drawn
   uniformly from ``latency ± jitter`` (seeded), as real model latencies vary;
+* ``gate``: a ``threading.Event``, set at start; while a test clears it, every request is
+  recorded on arrival and answered only once it is set again (a run held mid-way).
 * ``chat_only``: no ``/v1/responses`` route, so it answers 404 there, as servers that speak
   only Chat Completions do.
 
@@ -131,6 +133,8 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.count = 0
         self.first_request_at: float | None = None
+        self.gate = threading.Event()
+        self.gate.set()
         self._ids = itertools.count(1)
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,6 +202,8 @@ class FakeOpenAI:
         body = _loads(raw) if raw else {}
         if self.keep_requests:
             self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body, "at": at})
+        while not self.gate.is_set():
+            await asyncio.sleep(0.01)
         fault = self._rule_for(raw)
         if fault is None and self.faults:
             fault = self.faults.pop(0)
