@@ -46,7 +46,9 @@ def cli():
 @click.option("--top-p", type=float, help="Override responses_create_params.top_p.")
 @click.option("--max-output-tokens", type=int, help="Override responses_create_params.max_output_tokens.")
 @click.option("--set", "set_items", multiple=True, metavar="responses_create_params.KEY=VALUE",
-              help="Override any request parameter (repeatable); VALUE is parsed as JSON if it can be.")
+              help="Override any request parameter (repeatable); a dotted KEY sets a key inside an object "
+              "(reasoning.effort=high), merged with the row's own; VALUE is parsed as JSON if it can be, "
+              "else taken as text.")
 @click.option("--max-steps", type=int, help="Stop a rollout after this many model calls. Default: 16.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT: skip rollouts already there, retry "
               "failed ones; refused if the input file, agent, model, overrides or max steps changed. "
@@ -106,13 +108,13 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
     from .stopping import DEFAULT_GRACE
     from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
-    from .config import default_model, parse_set_options, parse_seed_args
+    from .config import default_model, merge_params, parse_set_options, parse_seed_args
     from .metrics import format_summary
     from .plugins import load_plugins
 
     try:
         seed, overrides = parse_seed_args(ctx.args)
-        overrides.update(parse_set_options(set_items))
+        overrides = merge_params(overrides, parse_set_options(set_items))
     except GymError as exc:
         raise _fail(exc)
     given = {"agent": agent, "input": input_path, "output": output, "model": model, "limit": limit,
