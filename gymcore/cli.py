@@ -9,10 +9,13 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import GymError
+from .errors import GymError, UsageError
 
 
 def _fail(exc: Exception) -> "click.ClickException":
+    """A usage error exits 2, as click's own do; any other error 1."""
+    if isinstance(exc, UsageError):
+        return click.UsageError(str(exc))
     return click.ClickException(str(exc))
 
 
@@ -100,6 +103,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     \b
     Exit status: 0 every rollout scored; 1 an error, some rollouts failed,
     or the run stopped early (--max-failures, rejected credentials);
+    2 a usage error (the command line is wrong; nothing was started);
     130 interrupted (resume it).
     """
     import asyncio
@@ -339,7 +343,7 @@ def view(ctx, file, host, port):
             if arg.startswith("+"):
                 key, value = parse_assignment(arg[1:], "argument")
                 if key != "jsonl_fpath":
-                    raise GymError(f"unknown argument +{key} (known: +jsonl_fpath)")
+                    raise UsageError(f"unknown argument +{key} (known: +jsonl_fpath)")
                 paths.append(str(value))
             else:
                 paths.append(arg)

@@ -27,6 +27,10 @@ class EnvironmentBuildError(GymError):
     """An environment cannot be built: unknown name, clashing tools, a bad tool list."""
 
 
+class UnknownAgentError(EnvironmentBuildError, UsageError):
+    """An agent name that no installed resource plugin provides."""
+
+
 class ModelError(GymError):
     """A model backend failed to answer. ``status`` is the HTTP status when there is one;
     ``kind`` classifies it for summaries and retries (``http``, ``connection``, ``timeout``,

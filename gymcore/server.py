@@ -35,7 +35,7 @@ from .data import Session, converter
 from .dataset import validate_row
 from .eager_requests import requests_sent_at_once
 from .environment import Environment
-from .errors import GymError, InputError, ModelError
+from .errors import GymError, InputError, ModelError, UsageError
 from .limits import raise_open_files_to_hard_limit
 from .plugins import Plugins
 from .runners import split_agent
@@ -89,7 +89,7 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to expose the runner beyond this machine without a token."""
     if not token and not is_loopback(host):
-        raise GymError(f"refusing to bind {host!r} without a token: anyone who can reach it could run "
+        raise UsageError(f"refusing to bind {host!r} without a token: anyone who can reach it could run "
                        "tools and spend model calls; set GYM_TOKEN (or --token), or bind 127.0.0.1")
 
 
@@ -156,7 +156,7 @@ class Host:
             for spec in self.agent_specs:
                 env = await Environment.create(self.plugins, split_agent(spec))
                 if env.name in self.agents:
-                    raise GymError(f"agent {env.name!r} is given twice")
+                    raise UsageError(f"agent {env.name!r} is given twice")
                 model = create_backend(self.plugins, self.model_spec, ModelContext(environment=env))
                 self.agents[env.name] = HostedAgent(env.name, env, model)
             # plugin_inventory runs its own event loop, so it gets a thread of its own.

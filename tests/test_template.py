@@ -147,7 +147,7 @@ def test_collect_with_replay_scores_every_example(generated, name, cli_env, tmp_
 def test_gym_new_resource_refuses_bad_answers(args, message, tmp_path, cli_env):
     out = tmp_path / "out"
     result = run_gym("new", "resource", "--no-input", *args, "--output-dir", str(out), env=cli_env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as click's own
     assert result.stderr.strip() == f"Error: {message}" or message in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
     assert not out.exists()
@@ -155,7 +155,7 @@ def test_gym_new_resource_refuses_bad_answers(args, message, tmp_path, cli_env):
 
 def test_a_freshly_installed_environment_is_taken_too(generated, tmp_path, cli_env):
     result = run_gym("new", "resource", "--no-input", "name=tally", "--output-dir", str(tmp_path), env=cli_env)
-    assert result.returncode == 1 and "name 'tally' is already taken" in result.stderr
+    assert result.returncode == 2 and "name 'tally' is already taken" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -16,12 +16,12 @@ from gymcore import hookimpl
 def _factory(mode: str):
     def factory(name, context):
         from gymcore.config import openai_settings
-        from gymcore.errors import GymError
+        from gymcore.errors import UsageError
 
         from .client import OpenAIBackend
 
         if not name:
-            raise GymError(f"--model {mode}: needs a model name, e.g. {mode}:gpt-4.1-mini")
+            raise UsageError(f"--model {mode}: needs a model name, e.g. {mode}:gpt-4.1-mini")
         return OpenAIBackend(name, mode=mode, **openai_settings(), **(context.options or {}))
 
     return factory
