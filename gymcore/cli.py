@@ -95,6 +95,12 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     exception; never in OUTPUT as a reward), results/run.run.json (what the run is, for
     --resume) and results/run.metrics.json (mean reward, pass@k, tokens, failures by class).
 
+    The openai and openai-chat backends read OPENAI_API_KEY and OPENAI_BASE_URL
+    (default https://api.openai.com/v1), else policy_api_key and policy_base_url
+    from a NeMo Gym env.yaml in the working directory (whose policy_model_name is
+    the default model). A server not on this machine needs a key: without one the
+    run is refused before it starts.
+
     An existing OUTPUT is never overwritten: continue it with --resume (after a crash,
     Ctrl-C, or to retry its failures) or replace it with --overwrite. The first Ctrl-C
     finishes the rollouts in flight and prints the command that resumes; a second one
@@ -135,8 +141,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
     given["model"] = given["model"] or ("" if servers else default_model())
     if not given["model"] and not servers:
-        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); "
-                               "for an offline run use --model replay")
+        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL, or policy_model_name "
+                               "in ./env.yaml); for an offline run use --model replay")
     for key, low in (("limit", 1), ("num_repeats", 1), ("parallel", 0), ("max_steps", 1)):
         value = given[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
@@ -399,7 +405,8 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
 
     model = model or default_model()
     if not model:
-        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); for offline use --model replay")
+        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL, or policy_model_name "
+                               "in ./env.yaml); for offline use --model replay")
     logging.basicConfig(level=logging.WARNING, format="gym serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         check_bind(host, token)
