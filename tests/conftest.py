@@ -19,6 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 GYM = str(Path(sys.executable).parent / "gym")
 #: A key that must never appear in any file or log we write.
 SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
+#: The plugins this repository ships. The suite loads only these (GYM_LOAD_PLUGINS, the
+#: escape hatch of gymcore.plugins), in this process and in every `gym` it starts, so a
+#: plugin installed beside them (say by following "Writing an environment") changes no
+#: test's outcome. A test that needs another plugin names it in GYM_LOAD_PLUGINS.
+REPO_PLUGINS = "weather,openai,replay"
+os.environ["GYM_LOAD_PLUGINS"] = REPO_PLUGINS
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Environment variables for a subprocess: none of the user's ``OPENAI_*`` or ``GYM_*``
+    settings, only this repository's plugins, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
+    env["GYM_LOAD_PLUGINS"] = REPO_PLUGINS
+    env.update(extra)
+    return env
 
 
 @pytest.fixture
@@ -44,14 +59,15 @@ def bare_plugins():
 @pytest.fixture
 def gym_env(fake_openai, tmp_path):
     """Environment variables for a ``gym`` subprocess talking to the fake server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
-    env.update(OPENAI_BASE_URL=fake_openai.url, OPENAI_API_KEY=SECRET_KEY, PYTHONUNBUFFERED="1")
-    return env
+    return clean_env(OPENAI_BASE_URL=fake_openai.url, OPENAI_API_KEY=SECRET_KEY, PYTHONUNBUFFERED="1")
 
 
 def run_gym(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120,
             input: str | None = None) -> subprocess.CompletedProcess:
-    """Run the installed ``gym`` console script as a real subprocess."""
+    """Run the installed ``gym`` console script as a real subprocess (with only this
+    repository's plugins unless ``env`` sets ``GYM_LOAD_PLUGINS``)."""
+    if env is not None and "GYM_LOAD_PLUGINS" not in env:
+        env = {**env, "GYM_LOAD_PLUGINS": REPO_PLUGINS}
     return subprocess.run([GYM, *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, input=input)
 

@@ -17,7 +17,7 @@ import pytest
 
 from gymcore.scaffold import TEMPLATE_DIR
 
-from .conftest import ROOT, read_jsonl, run_gym
+from .conftest import REPO_PLUGINS, ROOT, clean_env, read_jsonl, run_gym
 
 #: name -> (how it is generated, its first tool). word_tally checks the _ -> - of the dist name.
 GENERATED = {"tally": ("api", "plus"), "word_tally": ("cli", "add")}
@@ -33,12 +33,11 @@ def pip(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory):
-    """Environment for subprocesses: no GYM_* settings, cookiecutter's replay files kept in tmp."""
+    """Environment for subprocesses: no GYM_* settings, the repository's plugins and the
+    generated ones, cookiecutter's replay files kept in tmp."""
     config = tmp_path_factory.mktemp("cookiecutter") / "config.yaml"
     config.write_text(f"replay_dir: {json.dumps(str(config.parent / 'replay'))}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GYM_")}
-    env["COOKIECUTTER_CONFIG"] = str(config)
-    return env
+    return clean_env(GYM_LOAD_PLUGINS=",".join([REPO_PLUGINS, *GENERATED]), COOKIECUTTER_CONFIG=str(config))
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +208,18 @@ def test_the_gymcore_wheel_carries_the_template(tmp_path):
     assert template and template <= names
     assert "gymcore/templates/cookiecutter-resource/{{cookiecutter.__distribution}}/.gitignore" in names
     assert not any(n.endswith(".pyc") and "templates" in n for n in names)
+
+
+def test_other_tests_see_only_this_repositorys_plugins(generated, plugins):
+    """While tally and word_tally are installed in this venv (as after following "Writing an
+    environment"), the rest of the suite still loads only the plugins this repository ships,
+    in process and in the `gym` subprocesses it starts: no test depends on what else is
+    installed."""
+    shipped = {"weather", "openai", "replay"}
+    assert set(plugins.infos) == shipped
+    listed = run_gym("plugins", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {row["name"] for row in json.loads(listed.stdout)} == shipped
+    unknown = run_gym("collect", "--agent", "nope", "--model", "replay", "--output", "unused.jsonl",
+                      env={"PATH": os.environ["PATH"]})
+    assert "unknown agent 'nope' (installed environments: weather)" in unknown.stderr, unknown.stderr
