@@ -193,7 +193,8 @@ def test_plain_cookiecutter_hook_refuses_a_taken_name(tmp_path, cli_env):
 
 
 def test_the_gymcore_wheel_carries_the_template(tmp_path):
-    """A regular (non-editable) install finds the template: it is package data in the wheel."""
+    """A regular (non-editable) install finds the template: it is package data in the wheel,
+    and setuptools has nothing to warn about how it is declared."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
@@ -201,6 +202,7 @@ def test_the_gymcore_wheel_carries_the_template(tmp_path):
     os.symlink(ROOT / "gymcore", src / "gymcore")
     result = pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src))
     assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
     wheel = next((tmp_path / "dist").glob("gymcore-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     template = {f"gymcore/templates/cookiecutter-resource/{p.relative_to(TEMPLATE_DIR)}"
