@@ -29,7 +29,7 @@ def cli():
       gym collect --agent weather --model replay --output results/weather.jsonl
     With a real model:
       OPENAI_API_KEY=... gym collect --agent weather --model openai:gpt-4.1-mini \\
-          --output results/weather.jsonl --limit 5 --num-repeats 2 --parallel 3
+          --output results/weather-openai.jsonl --limit 5 --num-repeats 2 --parallel 3
     """
 
 
