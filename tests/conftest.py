@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from gymcore.plugins import load_plugins
+from gymcore.plugins import KINDS, load_plugins
 
 from .fake_openai import FakeOpenAI
 
@@ -19,11 +20,23 @@ ROOT = Path(__file__).resolve().parent.parent
 GYM = str(Path(sys.executable).parent / "gym")
 #: A key that must never appear in any file or log we write.
 SECRET_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
-#: The plugins this repository ships. The suite loads only these (GYM_LOAD_PLUGINS, the
-#: escape hatch of gymcore.plugins), in this process and in every `gym` it starts, so a
-#: plugin installed beside them (say by following "Writing an environment") changes no
-#: test's outcome. A test that needs another plugin names it in GYM_LOAD_PLUGINS.
-REPO_PLUGINS = "weather,openai,replay"
+
+
+def repository_plugins() -> list[str]:
+    """The plugin names declared by this repository's pyproject files (gymcore's own and
+    plugins/*), whether or not they are installed."""
+    names = []
+    for path in [ROOT / "pyproject.toml", *sorted((ROOT / "plugins").glob("*/pyproject.toml"))]:
+        entry_points = tomllib.loads(path.read_text())["project"].get("entry-points", {})
+        names += [name for group in KINDS for name in entry_points.get(group, {})]
+    return names
+
+
+#: The suite loads only the plugins this repository ships (GYM_LOAD_PLUGINS, the escape hatch
+#: of gymcore.plugins), in this process and in every `gym` it starts, so a plugin installed
+#: beside them (say by following "Writing an environment") changes no test's outcome. A test
+#: that needs another plugin, or fewer, names them in GYM_LOAD_PLUGINS.
+REPO_PLUGINS = ",".join(repository_plugins())
 os.environ["GYM_LOAD_PLUGINS"] = REPO_PLUGINS
 
 

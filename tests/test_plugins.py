@@ -151,9 +151,10 @@ def test_duplicate_tool_names_are_refused(bare_plugins):
         asyncio.run(Environment.create(bare_plugins, ["clock1", "clock2"]))
 
 
-def test_unknown_environment_names_the_installed_ones(plugins):
-    with pytest.raises(EnvironmentBuildError, match=r"unknown agent 'nope' \(installed environments: weather"):
-        asyncio.run(Environment.create(plugins, ["nope"]))
+def test_unknown_environment_names_the_installed_ones(monkeypatch):
+    monkeypatch.setenv("GYM_LOAD_PLUGINS", "weather,replay")
+    with pytest.raises(EnvironmentBuildError, match=r"unknown agent 'nope' \(installed environments: weather\)"):
+        asyncio.run(Environment.create(load_plugins(), ["nope"]))
 
 
 def test_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
