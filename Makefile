@@ -8,14 +8,22 @@ DEMO_OUT ?= results/weather.jsonl
 
 .PHONY: demo test bench install browser clean
 
+# What pip and apt print goes to a log, shown only when they fail.
+INSTALL_LOG ?= $(VENV)/install.log
+APT_LOG ?= $(VENV)/apt.log
+CHROMIUM ?= /usr/bin/chromium
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install --upgrade pip > $(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
 
 $(STAMP): $(BIN)/python pyproject.toml plugins/gym-weather/pyproject.toml plugins/gym-openai-model/pyproject.toml \
 		plugins/gym-reasoning/pyproject.toml plugins/gym-math/pyproject.toml
-	$(BIN)/pip install -q -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning -e plugins/gym-math
-	touch $(STAMP)
+	@echo "installing gymcore and its plugins (weather, openai-model, reasoning, math) into $(VENV) (log: $(INSTALL_LOG))"
+	@$(BIN)/pip install -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning \
+		-e plugins/gym-math > $(INSTALL_LOG) 2>&1 \
+		|| { cat $(INSTALL_LOG); echo "pip install failed (log: $(INSTALL_LOG))"; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -29,8 +37,10 @@ test: $(STAMP) browser
 
 # Debian chromium for the viewer's browser tests; they skip, saying why, if it cannot be had.
 browser:
-	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq chromium; } \
-		|| echo "could not install chromium: the browser tests will be skipped"
+	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || { \
+		echo "installing chromium for the browser tests (log: $(APT_LOG))"; mkdir -p $(dir $(APT_LOG)); \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } > $(APT_LOG) 2>&1 \
+		|| { cat $(APT_LOG); false; }; } || echo "could not install chromium: the browser tests will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from .backends import DEFAULT_MODEL_TIMEOUT, ModelBackend
+from .config import merge_params
 from .data import Rollout, Task, Timing, VerdictError
 from .environment import Environment
 from .errors import ModelError
@@ -61,8 +62,7 @@ def episode_output(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def build_request(task: Task, env: Environment, config: AgentConfig) -> dict[str, Any]:
     """The first request of a rollout: the row's params, overridden, tools filled in."""
-    request = dict(task.responses_create_params)
-    request.update(config.overrides)
+    request = merge_params(task.responses_create_params, config.overrides)
     request["input"] = task.input_items()
     if "tools" not in request and env.tools:
         request["tools"] = env.tools

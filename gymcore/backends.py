@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import attrs
 
-from .errors import GymError, ModelError
+from .errors import GymError, ModelError, UsageError
 from .plugins import Plugins
 
 if TYPE_CHECKING:  # the openai SDK's typed request params, for type checkers only (no import cost)
@@ -80,5 +80,5 @@ def create_backend(plugins: Plugins, spec: str, context: ModelContext) -> ModelB
     info = backends.get(prefix)
     if info is None:
         known = ", ".join(sorted(backends)) or "none installed"
-        raise GymError(f"unknown model backend {prefix!r} in --model {spec!r} (installed: {known})")
+        raise UsageError(f"unknown model backend {prefix!r} in --model {spec!r} (installed: {known})")
     return info.factory(name, context)

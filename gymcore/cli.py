@@ -9,10 +9,13 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import GymError
+from .errors import GymError, UsageError
 
 
 def _fail(exc: Exception) -> "click.ClickException":
+    """A usage error exits 2, as click's own do; any other error 1."""
+    if isinstance(exc, UsageError):
+        return click.UsageError(str(exc))
     return click.ClickException(str(exc))
 
 
@@ -26,7 +29,7 @@ def cli():
       gym collect --agent weather --model replay --output results/weather.jsonl
     With a real model:
       OPENAI_API_KEY=... gym collect --agent weather --model openai:gpt-4.1-mini \\
-          --output results/weather.jsonl --limit 5 --num-repeats 2 --parallel 3
+          --output results/weather-openai.jsonl --limit 5 --num-repeats 2 --parallel 3
     """
 
 
@@ -48,7 +51,9 @@ def cli():
 @click.option("--top-p", type=float, help="Override responses_create_params.top_p.")
 @click.option("--max-output-tokens", type=int, help="Override responses_create_params.max_output_tokens.")
 @click.option("--set", "set_items", multiple=True, metavar="responses_create_params.KEY=VALUE",
-              help="Override any request parameter (repeatable); VALUE is parsed as JSON if it can be.")
+              help="Override any request parameter (repeatable); a dotted KEY sets a key inside an object "
+              "(reasoning.effort=high), merged with the row's own; VALUE is parsed as JSON if it can be, "
+              "else taken as text.")
 @click.option("--max-steps", type=int, help="Stop a rollout after this many model calls. Default: 16.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT: skip rollouts already there, retry "
               "failed ones; refused if the input file, agent, model, overrides or max steps changed. "
@@ -101,6 +106,12 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     exception; never in OUTPUT as a reward), results/run.run.json (what the run is, for
     --resume) and results/run.metrics.json (mean reward, pass@k, tokens, failures by class).
 
+    The openai and openai-chat backends read OPENAI_API_KEY and OPENAI_BASE_URL
+    (default https://api.openai.com/v1), else policy_api_key and policy_base_url
+    from a NeMo Gym env.yaml in the working directory (whose policy_model_name is
+    the default model). A server not on this machine needs a key: without one the
+    run is refused before it starts.
+
     An existing OUTPUT is never overwritten: continue it with --resume (after a crash,
     Ctrl-C, or to retry its failures) or replace it with --overwrite. The first Ctrl-C
     finishes the rollouts in flight and prints the command that resumes; a second one
@@ -110,6 +121,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     Exit status: 0 every rollout scored; 1 an error, some rollouts failed,
     or the run stopped early (--max-failures, rejected credentials,
     a model server never reached);
+    2 a usage error (the command line is wrong; nothing was started);
     130 interrupted (resume it).
     """
     import asyncio
@@ -119,13 +131,13 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
     from .stopping import DEFAULT_GRACE
     from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
-    from .config import default_model, parse_set_options, parse_seed_args
+    from .config import default_model, merge_params, parse_set_options, parse_seed_args
     from .metrics import format_summary
     from .plugins import load_plugins
 
     try:
         seed, overrides = parse_seed_args(ctx.args)
-        overrides.update(parse_set_options(set_items))
+        overrides = merge_params(overrides, parse_set_options(set_items))
     except GymError as exc:
         raise _fail(exc)
     given = {"agent": agent, "input": input_path, "output": output, "model": model, "limit": limit,
@@ -142,8 +154,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
     given["model"] = given["model"] or ("" if servers else default_model())
     if not given["model"] and not servers:
-        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); "
-                               "for an offline run use --model replay")
+        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL, or policy_model_name "
+                               "in ./env.yaml); for an offline run use --model replay")
     for key, low in (("limit", 1), ("num_repeats", 1), ("parallel", 0), ("max_steps", 1)):
         value = given[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
@@ -489,7 +501,7 @@ def view(ctx, file, host, port):
             if arg.startswith("+"):
                 key, value = parse_assignment(arg[1:], "argument")
                 if key != "jsonl_fpath":
-                    raise GymError(f"unknown argument +{key} (known: +jsonl_fpath)")
+                    raise UsageError(f"unknown argument +{key} (known: +jsonl_fpath)")
                 paths.append(str(value))
             else:
                 paths.append(arg)
@@ -551,7 +563,8 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
 
     model = model or default_model()
     if not model:
-        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); for offline use --model replay")
+        raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL, or policy_model_name "
+                               "in ./env.yaml); for offline use --model replay")
     logging.basicConfig(level=logging.WARNING, format="gym serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         check_bind(host, token)

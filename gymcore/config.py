@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .errors import GymError
+from .errors import GymError, UsageError
 
 #: The seed's ``ng_collect_rollouts`` argument names -> ``gym collect`` option names.
 SEED_ARGS = {
@@ -39,8 +39,41 @@ def parse_value(text: str) -> Any:
 def parse_assignment(text: str, where: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise GymError(f"{where}: expected KEY=VALUE, got {text!r}")
+        raise UsageError(f"{where}: expected KEY=VALUE, got {text!r}")
     return key.strip(), parse_value(value)
+
+
+def set_dotted(target: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """``reasoning.effort`` = ``high`` -> ``target["reasoning"]["effort"] = "high"``, as the
+    seed's Hydra-style keys mean; a later value for the same key wins, as on any command line."""
+    parts = key.split(".")
+    if not all(parts):
+        raise UsageError(f"{where}: empty key in {key!r}")
+    node = target
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"{where}: cannot set {key!r}: {'.'.join(parts[:depth + 1])!r} is already set "
+                             f"to {child!r}")
+        node = child
+    last = parts[-1]
+    if isinstance(node.get(last), dict):
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: cannot set {key!r} to {value!r}: {key!r} is already set to an object")
+        value = merge_params(node[last], value)
+    node[last] = value
+
+
+def merge_params(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, objects key by key at every depth (a row's
+    ``reasoning: {summary: auto}`` plus an override ``reasoning.effort`` keeps both); any
+    other value in ``overrides`` replaces ``base``'s. Neither argument is changed."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = merge_params(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def parse_seed_args(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -49,28 +82,27 @@ def parse_seed_args(args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     overrides: dict[str, Any] = {}
     for arg in args:
         if not arg.startswith("+"):
-            raise GymError(f"unexpected argument {arg!r} (options start with --, seed-style ones with +)")
+            raise UsageError(f"unexpected argument {arg!r} (options start with --, seed-style ones with +)")
         key, value = parse_assignment(arg[1:], "argument")
         if key.startswith(PARAMS_PREFIX):
-            overrides[key[len(PARAMS_PREFIX):]] = value
+            set_dotted(overrides, key[len(PARAMS_PREFIX):], value, f"argument {arg!r}")
         elif key in SEED_ARGS:
             options[SEED_ARGS[key]] = value
         else:
             known = ", ".join(["+" + k for k in SEED_ARGS] + ["+responses_create_params.KEY"])
-            raise GymError(f"unknown argument +{key} (known: {known})")
+            raise UsageError(f"unknown argument +{key} (known: {known})")
     return options, overrides
 
 
 def parse_set_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``--set responses_create_params.KEY=VALUE`` (the prefix may be left out)."""
-    overrides = {}
+    """``--set responses_create_params.KEY=VALUE`` (the prefix may be left out; a dotted KEY
+    such as ``reasoning.effort`` builds nested objects)."""
+    overrides: dict[str, Any] = {}
     for item in items:
         key, value = parse_assignment(item, "--set")
         if key.startswith(PARAMS_PREFIX):
             key = key[len(PARAMS_PREFIX):]
-        if not key or "." in key:
-            raise GymError(f"--set: expected responses_create_params.KEY=VALUE, got {item!r}")
-        overrides[key] = value
+        set_dotted(overrides, key, value, f"--set {item!r}")
     return overrides
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .errors import GymError
+from .errors import GymError, UsageError
 from .metrics import PASS_THRESHOLD
 from .outcomes import read_run, row_of_line
 from .runfiles import (RunRecord, file_sha256, read_complete_lines, refuse_to_overwrite, refuse_to_write_over_input,
@@ -41,9 +41,9 @@ def parse_band(text: str) -> tuple[float, float]:
         low_text, high_text = text.split(":")
         low, high = float(low_text or 0), float(high_text or 1)
     except ValueError:
-        raise GymError(f"--pass-rate {text!r}: expected LOW:HIGH, e.g. 0.2:0.8") from None
+        raise UsageError(f"--pass-rate {text!r}: expected LOW:HIGH, e.g. 0.2:0.8") from None
     if not 0 <= low <= high <= 1:
-        raise GymError(f"--pass-rate {text!r}: need 0 <= LOW <= HIGH <= 1")
+        raise UsageError(f"--pass-rate {text!r}: need 0 <= LOW <= HIGH <= 1")
     return low, high
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import orjson
 
 from .data import Session, Task, Verdict, as_verdict
-from .errors import EnvironmentBuildError
+from .errors import EnvironmentBuildError, UnknownAgentError
 from .plugins import Plugins
 
 
@@ -75,7 +75,7 @@ class Environment:
         for name in names:
             if name not in known:
                 hint = ", ".join(known) or "none installed"
-                raise EnvironmentBuildError(f"unknown agent {name!r} (installed environments: {hint})")
+                raise UnknownAgentError(f"unknown agent {name!r} (installed environments: {hint})")
         self.names = list(names)
         self.name = "+".join(names)
         self._plugins = [_PluginHooks(plugins, name) for name in names]

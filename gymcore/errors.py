@@ -7,6 +7,12 @@ class GymError(Exception):
     """An error whose message is fit for the user as it is."""
 
 
+class UsageError(GymError):
+    """The command line is wrong as written (a malformed or out-of-range value, contradicting
+    options, a name no installed plugin provides): the CLI exits 2, as click does for its own
+    usage errors. Everything else that stops a command exits 1."""
+
+
 class InputError(GymError):
     """A bad input row: names the file, the line and the field."""
 
@@ -19,6 +25,10 @@ class InputError(GymError):
 
 class EnvironmentBuildError(GymError):
     """An environment cannot be built: unknown name, clashing tools, a bad tool list."""
+
+
+class UnknownAgentError(EnvironmentBuildError, UsageError):
+    """An agent name that no installed resource plugin provides."""
 
 
 class ModelError(GymError):

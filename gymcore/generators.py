@@ -18,7 +18,7 @@ import attrs
 import orjson
 
 from .dataset import validate_row
-from .errors import GymError, InputError
+from .errors import GymError, InputError, UsageError
 from .plugins import Plugins
 
 
@@ -66,7 +66,7 @@ def parse_options(items: Iterable[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise GymError(f"option {item!r}: expected KEY=VALUE, e.g. difficulty=3")
+            raise UsageError(f"option {item!r}: expected KEY=VALUE, e.g. difficulty=3")
         try:
             options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
@@ -82,12 +82,12 @@ def find_generator(generators: dict[str, Generator], spec: str) -> Generator:
     if len(mine) == 1:
         return mine[0]
     if mine:
-        raise GymError(f"environment {spec!r} offers {len(mine)} generators; name one: "
+        raise UsageError(f"environment {spec!r} offers {len(mine)} generators; name one: "
                        + ", ".join(g.spec for g in mine[:10]) + (" ..." if len(mine) > 10 else ""))
     environments = sorted({g.environment for g in generators.values()})
     hint = f"environments with generators: {', '.join(environments)}" if environments else \
         "no installed environment offers any"
-    raise GymError(f"unknown dataset generator {spec!r} ({hint}; `gym datasets` lists them)")
+    raise UsageError(f"unknown dataset generator {spec!r} ({hint}; `gym datasets` lists them)")
 
 
 def make_dataset(generator: Generator, output: Path, *, size: int, seed: int, options: dict[str, Any],
@@ -97,8 +97,8 @@ def make_dataset(generator: Generator, output: Path, *, size: int, seed: int, op
         raise GymError(f"{output} already exists: pass --overwrite to replace it")
     try:
         rows = generator.generate(size=size, seed=seed, **options)
-    except (TypeError, ValueError) as exc:
-        raise GymError(f"{generator.spec}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # the options given do not fit the generator
+        raise UsageError(f"{generator.spec}: {exc}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     bar = None

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import GymError
+from .errors import GymError, UsageError
 from .plugins import KINDS
 
 TEMPLATE_DIR = Path(__file__).parent / "templates" / "cookiecutter-resource"
@@ -54,32 +54,32 @@ def parse_answers(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise GymError(f"expected KEY=VALUE, got {item!r} (keys: {', '.join(known)})")
+            raise UsageError(f"expected KEY=VALUE, got {item!r} (keys: {', '.join(known)})")
         if key not in known:
-            raise GymError(f"unknown template field {key!r} (keys: {', '.join(known)})")
+            raise UsageError(f"unknown template field {key!r} (keys: {', '.join(known)})")
         answers[key] = value
     return answers
 
 
 def check_answers(answers: dict[str, str], taken: Iterable[str] = ()) -> None:
-    """Raise :class:`GymError` for a name or tool name that would not make a working package."""
+    """Raise :class:`UsageError` for a name or tool name that would not make a working package."""
     name = answers.get("name")
     if name is not None:
         if not is_identifier(name):
-            raise GymError(f"name {name!r} is not a valid Python identifier (letters, digits and _, not "
+            raise UsageError(f"name {name!r} is not a valid Python identifier (letters, digits and _, not "
                            "starting with a digit, not a keyword), e.g. my_env")
         if name.endswith("_"):
-            raise GymError(f"name {name!r} may not end with _: the distribution {distribution_name(name)} "
+            raise UsageError(f"name {name!r} may not end with _: the distribution {distribution_name(name)} "
                            "would not be a valid package name")
         if name in set(taken):
-            raise GymError(f"name {name!r} is already taken by an installed gym plugin; pick another "
+            raise UsageError(f"name {name!r} is already taken by an installed gym plugin; pick another "
                            "(see `gym plugins list`)")
     tool = answers.get("tool_name")
     if tool is not None and not is_identifier(tool):
-        raise GymError(f"tool_name {tool!r} is not a valid Python identifier, e.g. lookup_order")
+        raise UsageError(f"tool_name {tool!r} is not a valid Python identifier, e.g. lookup_order")
     description = answers.get("description", "")
     if '"""' in description or "\\" in description:
-        raise GymError('description may not contain """ or a backslash')
+        raise UsageError('description may not contain """ or a backslash')
 
 
 @contextlib.contextmanager

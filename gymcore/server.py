@@ -35,8 +35,8 @@ from .data import Session, converter, fail_unwritable
 from .dataset import validate_row
 from .eager_requests import requests_sent_at_once
 from .environment import Environment
+from .errors import GymError, InputError, ModelError, UsageError
 from .judge import Judge
-from .errors import GymError, InputError, ModelError
 from .limits import raise_open_files_to_hard_limit
 from .plugins import Plugins
 from .runners import split_agent
@@ -90,7 +90,7 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to expose the runner beyond this machine without a token."""
     if not token and not is_loopback(host):
-        raise GymError(f"refusing to bind {host!r} without a token: anyone who can reach it could run "
+        raise UsageError(f"refusing to bind {host!r} without a token: anyone who can reach it could run "
                        "tools and spend model calls; set GYM_TOKEN (or --token), or bind 127.0.0.1")
 
 
@@ -159,7 +159,7 @@ class Host:
             for spec in self.agent_specs:
                 env = await Environment.create(self.plugins, split_agent(spec))
                 if env.name in self.agents:
-                    raise GymError(f"agent {env.name!r} is given twice")
+                    raise UsageError(f"agent {env.name!r} is given twice")
                 context = ModelContext(environment=env, timeout=self.agent_config.model_timeout)
                 model = create_backend(self.plugins, self.model_spec, context)
                 judge_spec = self.agent_config.judge_model

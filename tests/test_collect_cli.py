@@ -137,7 +137,8 @@ def test_bad_input_is_one_clear_line(tmp_path, gym_env, setup, args, expected):
     for flag, value in base.items():
         if flag not in args:
             argv += [flag, value]
-    result = run_gym("collect", *argv, "--input", str(path), "--output", str(out), *args, env=gym_env)
+    result = run_gym("collect", *argv, "--input", str(path), "--output", str(out), *args,
+                     env={**gym_env, "GYM_LOAD_PLUGINS": "weather,openai,replay"})  # the error lists them
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     error_lines = [l for l in result.stderr.splitlines() if l.startswith("Error")]

@@ -203,4 +203,4 @@ def test_filter_rebuilds_rows_when_the_input_is_gone(runs, tmp_path):
 def test_filter_refuses_a_bad_band(runs, tmp_path):
     result = run_gym("filter", str(runs["a"]), "--pass-rate", "0.8:0.2", "-o", str(tmp_path / "x.jsonl"),
                      env=runs["env"])
-    assert result.returncode == 1 and "0 <= LOW <= HIGH <= 1" in result.stderr
+    assert result.returncode == 2 and "0 <= LOW <= HIGH <= 1" in result.stderr

@@ -95,4 +95,4 @@ def test_the_weather_example_set_through_the_cli(tmp_path):
     assert made.returncode == 0, made.stderr
     assert len(out.read_text().splitlines()) == 10
     too_many = run_gym("dataset", "make", "weather:example", "--size", "99", "-o", str(tmp_path / "y.jsonl"))
-    assert too_many.returncode != 0 and "24 tasks" in too_many.stderr
+    assert too_many.returncode == 2 and "24 tasks" in too_many.stderr

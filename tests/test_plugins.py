@@ -14,7 +14,7 @@ from gymcore.environment import Environment
 from gymcore.errors import EnvironmentBuildError
 from gymcore.plugins import load_plugins
 
-from .conftest import run_gym
+from .conftest import REPO_PLUGINS, clean_env, run_gym
 
 
 def test_installed_plugins_arrive_through_entry_points(plugins):
@@ -151,9 +151,10 @@ def test_duplicate_tool_names_are_refused(bare_plugins):
         asyncio.run(Environment.create(bare_plugins, ["clock1", "clock2"]))
 
 
-def test_unknown_environment_names_the_installed_ones(plugins):
-    with pytest.raises(EnvironmentBuildError, match=r"unknown agent 'nope' \(installed environments: weather"):
-        asyncio.run(Environment.create(plugins, ["nope"]))
+def test_unknown_environment_names_the_installed_ones(monkeypatch):
+    monkeypatch.setenv("GYM_LOAD_PLUGINS", "weather,replay")
+    with pytest.raises(EnvironmentBuildError, match=r"unknown agent 'nope' \(installed environments: weather\)"):
+        asyncio.run(Environment.create(load_plugins(), ["nope"]))
 
 
 def test_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
@@ -162,7 +163,7 @@ def test_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[gym.resources]\nbroken = gym_broken_plugin_missing\n")
-    env = dict(__import__("os").environ, PYTHONPATH=str(tmp_path))
+    env = clean_env(PYTHONPATH=str(tmp_path), GYM_LOAD_PLUGINS=f"{REPO_PLUGINS},broken")
     result = run_gym("plugins", "list", "--json", env=env)
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}

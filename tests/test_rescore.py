@@ -90,7 +90,7 @@ def test_a_line_that_is_not_a_rollout_is_named_before_anything_is_written(collec
 def test_an_unknown_agent_or_a_sidecar_over_the_source_fails_before_writing(collected, tmp_path):
     new = tmp_path / "new.jsonl"
     result = run_gym("verify", str(collected), "--output", str(new), "--agent", "nope")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # a usage error
     assert "unknown agent 'nope'" in result.stderr and not new.exists()
     # the failures sidecar of OUTPUT would be truncated first: the source would be lost
     source = tmp_path / "run.failures.jsonl"

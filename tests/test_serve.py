@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import select
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from gymcore.retry import RetryPolicy
 from gymcore.openapi import openapi_document
 from gymcore.server import HOST_KEY, check_bind, create_app, is_loopback, serving
 
-from .conftest import GYM, ROOT, open_file_limit, read_jsonl, run_gym, weather_tasks
+from .conftest import GYM, ROOT, clean_env, open_file_limit, read_jsonl, run_gym, weather_tasks
 
 EXAMPLE = ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl"
 RECORDED = EXAMPLE.with_name("example_rollouts.jsonl")
@@ -70,9 +69,7 @@ def read_url(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def serve_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
-    env.update(PYTHONUNBUFFERED="1", **extra)
-    return env
+    return clean_env(PYTHONUNBUFFERED="1", **extra)
 
 
 @pytest.fixture(scope="module")

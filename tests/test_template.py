@@ -17,7 +17,7 @@ import pytest
 
 from gymcore.scaffold import TEMPLATE_DIR
 
-from .conftest import ROOT, read_jsonl, run_gym
+from .conftest import REPO_PLUGINS, ROOT, clean_env, read_jsonl, run_gym
 
 #: name -> (how it is generated, its first tool). word_tally checks the _ -> - of the dist name.
 GENERATED = {"tally": ("api", "plus"), "word_tally": ("cli", "add")}
@@ -33,12 +33,11 @@ def pip(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory):
-    """Environment for subprocesses: no GYM_* settings, cookiecutter's replay files kept in tmp."""
+    """Environment for subprocesses: no GYM_* settings, the repository's plugins and the
+    generated ones, cookiecutter's replay files kept in tmp."""
     config = tmp_path_factory.mktemp("cookiecutter") / "config.yaml"
     config.write_text(f"replay_dir: {json.dumps(str(config.parent / 'replay'))}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GYM_")}
-    env["COOKIECUTTER_CONFIG"] = str(config)
-    return env
+    return clean_env(GYM_LOAD_PLUGINS=",".join([REPO_PLUGINS, *GENERATED]), COOKIECUTTER_CONFIG=str(config))
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +146,7 @@ def test_collect_with_replay_scores_every_example(generated, name, cli_env, tmp_
 def test_gym_new_resource_refuses_bad_answers(args, message, tmp_path, cli_env):
     out = tmp_path / "out"
     result = run_gym("new", "resource", "--no-input", *args, "--output-dir", str(out), env=cli_env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as click's own
     assert result.stderr.strip() == f"Error: {message}" or message in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
     assert not out.exists()
@@ -155,7 +154,7 @@ def test_gym_new_resource_refuses_bad_answers(args, message, tmp_path, cli_env):
 
 def test_a_freshly_installed_environment_is_taken_too(generated, tmp_path, cli_env):
     result = run_gym("new", "resource", "--no-input", "name=tally", "--output-dir", str(tmp_path), env=cli_env)
-    assert result.returncode == 1 and "name 'tally' is already taken" in result.stderr
+    assert result.returncode == 2 and "name 'tally' is already taken" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -194,7 +193,8 @@ def test_plain_cookiecutter_hook_refuses_a_taken_name(tmp_path, cli_env):
 
 
 def test_the_gymcore_wheel_carries_the_template(tmp_path):
-    """A regular (non-editable) install finds the template: it is package data in the wheel."""
+    """A regular (non-editable) install finds the template: it is package data in the wheel,
+    and setuptools has nothing to warn about how it is declared."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
@@ -202,6 +202,7 @@ def test_the_gymcore_wheel_carries_the_template(tmp_path):
     os.symlink(ROOT / "gymcore", src / "gymcore")
     result = pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src))
     assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
     wheel = next((tmp_path / "dist").glob("gymcore-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     template = {f"gymcore/templates/cookiecutter-resource/{p.relative_to(TEMPLATE_DIR)}"
@@ -209,3 +210,19 @@ def test_the_gymcore_wheel_carries_the_template(tmp_path):
     assert template and template <= names
     assert "gymcore/templates/cookiecutter-resource/{{cookiecutter.__distribution}}/.gitignore" in names
     assert not any(n.endswith(".pyc") and "templates" in n for n in names)
+
+
+def test_other_tests_see_only_this_repositorys_plugins(generated, plugins):
+    """While tally and word_tally are installed in this venv (as after following "Writing an
+    environment"), the rest of the suite still loads only the plugins this repository ships,
+    in process and in the `gym` subprocesses it starts: no test depends on what else is
+    installed."""
+    shipped = set(REPO_PLUGINS.split(","))
+    assert {"weather", "openai", "replay"} <= set(plugins.infos) <= shipped
+    listed = run_gym("plugins", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {"weather", "openai", "replay"} <= {row["name"] for row in json.loads(listed.stdout)} <= shipped
+    unknown = run_gym("collect", "--agent", "nope", "--model", "replay", "--output", "unused.jsonl",
+                      env={"PATH": os.environ["PATH"]})
+    assert "unknown agent 'nope' (installed environments:" in unknown.stderr, unknown.stderr
+    assert "weather" in unknown.stderr and "tally" not in unknown.stderr

@@ -97,8 +97,8 @@ def generator(name: str):
             dataset = reasoning_gym.create_dataset(name, size=size, seed=seed, **config)
         except AssertionError as exc:
             raise ValueError(f"invalid options for {name}: {exc}") from None
-        for index in range(size):
-            yield task_row(name, index, seed, dataset[index])
+        # built here, not lazily, so that bad options are an error before any row
+        return (task_row(name, index, seed, dataset[index]) for index in range(size))
 
     return generate
 

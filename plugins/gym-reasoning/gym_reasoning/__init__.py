@@ -55,8 +55,8 @@ def generator(name: str):
             raise TypeError(f"{exc} (see reasoning-gym's {name} config for the options)") from None
         except AssertionError as exc:  # reasoning-gym validates configs with assert
             raise ValueError(f"invalid options for {name}: {exc}") from None
-        for index in range(size):
-            yield task_row(name, index, seed, dataset[index])
+        # built here, not lazily, so that bad options are an error before any row
+        return (task_row(name, index, seed, dataset[index]) for index in range(size))
 
     return generate
 
