@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import attrs
 import orjson
 
-from ..metrics import PASS_THRESHOLD
+from ..metrics import PASS_THRESHOLD, usage_figures
 
 log = logging.getLogger("gymcore.viewer")
 
@@ -86,29 +86,27 @@ class Fields:
 @attrs.define
 class Totals:
     """Running totals over the parsed rollouts, counted as ``gym collect``'s summary counts
-    them: a rollout with an error or no reward is a failure, not a zero."""
+    them: a rollout with an error or no reward is a failure, not a zero. Turns, tool calls
+    and tokens are summed for scored rollouts (``figures``) and apart for failed lines."""
 
     rollouts: int = 0
     scored: int = 0
     reward_sum: float = 0.0
-    turns: int = 0
-    tool_calls: int = 0
-    tool_errors: int = 0
-    tokens: Counter = attrs.field(factory=Counter)
+    figures: Counter = attrs.field(factory=Counter)
+    failed_figures: Counter = attrs.field(factory=Counter)
     failures: Counter = attrs.field(factory=Counter)
-    per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task -> [scored, passed]
+    per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task -> [scored, passed, failed]
 
     def add(self, fields: Fields, task: int) -> None:
         self.rollouts += 1
-        self.turns += fields.turns
-        self.tool_calls += fields.tool_calls
-        self.tool_errors += fields.tool_errors
-        for key in ("input_tokens", "output_tokens"):
-            self.tokens[key] += _int(fields.usage.get(key)) or 0
-        self.tokens["total_tokens"] += fields.tokens
-        counts = self.per_task.setdefault(task, [0, 0])
-        if fields.failure is not None or fields.reward is None:
+        failed = fields.failure is not None or fields.reward is None
+        figures = self.failed_figures if failed else self.figures
+        figures.update({"turns": fields.turns, "tool_calls": fields.tool_calls, "tool_errors": fields.tool_errors,
+                        **usage_figures(fields.usage), "tokens": fields.tokens})
+        counts = self.per_task.setdefault(task, [0, 0, 0])
+        if failed:
             self.failures[fields.failure] += 1
+            counts[2] += 1
             return
         self.scored += 1
         self.reward_sum += fields.reward
@@ -589,6 +587,8 @@ class FailureColumns(Columns):
     def __init__(self) -> None:
         super().__init__()
         self.klass: list[str] = []
+        self.task = array("q")  # -1: the line names no task_index
+        self.repeat = array("q")  # -1: no rollout_index
 
 
 class FailureIndex(LineIndex):
@@ -607,9 +607,12 @@ class FailureIndex(LineIndex):
         self._names: dict[str, str] = {}
 
     def _parse_entry(self, cols: FailureColumns, obj: dict | None) -> None:
-        name = failure_record(obj)["class"]
+        record = failure_record(obj)
+        name = record["class"]
         name = self._names.setdefault(name, name)
         cols.klass.append(name)
+        cols.task.append(-1 if record["task_index"] is None else record["task_index"])
+        cols.repeat.append(-1 if record["rollout_index"] is None else record["rollout_index"])
         self.classes[name] += 1
 
 
