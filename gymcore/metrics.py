@@ -6,6 +6,7 @@ number of rollouts per task.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from math import comb
 from typing import Any
@@ -128,12 +129,28 @@ class RunStats:
     def mean_reward(self) -> float | None:
         return self.reward_sum / self.scored if self.scored else None
 
+    def _pass(self) -> tuple[int, dict[int, float], int]:
+        """``(repeats, sums, tasks)`` for pass@k. ``repeats`` of ``sys.maxsize`` means not
+        known up front (``gym verify``): nothing was folded, and a task counts when every
+        one of its repeats is scored and it has as many as the task with the most."""
+        if self.repeats < sys.maxsize:
+            return self.repeats, self.pass_sums, self.pass_tasks
+        repeats = max((seen for seen, _n, _c in self.open_tasks.values()), default=0)
+        sums: dict[int, float] = {}
+        tasks = 0
+        for seen, n, c in self.open_tasks.values():
+            if n == seen == repeats:
+                tasks += 1
+                for k in range(1, repeats + 1):
+                    sums[k] = sums.get(k, 0.0) + pass_at_k(n, c, k)
+        return repeats, sums, tasks
+
     def pass_at(self) -> dict[str, float | None]:
         """pass@k for k = 1 .. repeats over the tasks with every repeat scored (None when
         there is none). A task with a failed repeat, or cut short, is left out of every k:
         kept in, it would enter pass@1 on fewer samples and the larger k not at all."""
-        return {f"pass@{k}": self.pass_sums.get(k, 0.0) / self.pass_tasks if self.pass_tasks else None
-                for k in range(1, self.repeats + 1)}
+        repeats, sums, tasks = self._pass()
+        return {f"pass@{k}": sums.get(k, 0.0) / tasks if tasks else None for k in range(1, repeats + 1)}
 
     def summary(self, wall_s: float, **extra: Any) -> dict[str, Any]:
         failed = sum(self.failures.values())
@@ -152,8 +169,8 @@ class RunStats:
             "mean_reward": self.mean_reward,
             **self.pass_at(),
             "pass_threshold": PASS_THRESHOLD,
-            "pass_at_k_tasks": self.pass_tasks,
-            "pass_at_k_left_out": tasks - self.pass_tasks,
+            "pass_at_k_tasks": self._pass()[2],
+            "pass_at_k_left_out": tasks - self._pass()[2],
             # the scored rollouts' figures; the failed ones' apart (this invocation's and resumed lines)
             "mean_turns": scored["turns"] / self.scored if self.scored else None,
             "tool_calls": scored["tool_calls"],

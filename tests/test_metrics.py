@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import random
 
 import pytest
@@ -106,3 +107,16 @@ def test_summary_figures_keep_scored_and_failed_rollouts_apart():
     assert (summary["cached_tokens"], summary["total_tokens"]) == (60, 220)
     assert summary["failed_rollouts"] == {"turns": 5, "tool_calls": 4, "tool_errors": 0, "input_tokens": 500,
                                           "output_tokens": 50, "cached_tokens": 400, "total_tokens": 550}
+
+
+def test_pass_at_k_when_repeats_are_not_known_up_front():
+    """`gym verify` cannot know the file's repeats before reading it (RunStats(sys.maxsize)):
+    pass@k is over the tasks with as many scored repeats as the most any task has."""
+    stats = RunStats(repeats=sys.maxsize)
+    for rollout in [_rollout(0, 0, 1.0), _rollout(0, 1, 0.0), _rollout(1, 0, 1.0), _rollout(1, 1, error=TIMEOUT),
+                    _rollout(2, 0, 1.0)]:
+        stats.add(rollout)
+    summary = stats.summary(1.0)
+    assert (summary["pass@1"], summary["pass@2"], summary["pass_at_k_tasks"], summary["pass_at_k_left_out"]) == (
+        0.5, 1.0, 1, 2)
+    assert "pass@3" not in summary

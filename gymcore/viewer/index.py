@@ -550,8 +550,8 @@ class RolloutIndex(LineIndex):
             total = self.metric_sums.setdefault(name, [0.0, 0])
             total[0] += value
             total[1] += 1
-        for key, value in fields.usage.items():
-            if isinstance(value, dict):
+        for key, value in fields.usage.items() if fields.failure is None and fields.reward is not None else ():
+            if isinstance(value, dict):  # the scored rollouts' token details, as the overview's tokens
                 for sub, number in value.items():
                     if isinstance(number, (int, float)) and not isinstance(number, bool):
                         self.usage_sums[f"{key}.{sub}"] = self.usage_sums.get(f"{key}.{sub}", 0) + number
