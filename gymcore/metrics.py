@@ -186,8 +186,20 @@ class RunStats:
         }
 
 
+#: What a summary figure is over, shown beside it in the terminal (metrics.json keeps the bare value).
+SUMMARY_NOTES = {
+    "pass_threshold": "a rollout passes at reward >= this",
+    "pass_at_k_tasks": "tasks with every repeat scored: pass@k is over these",
+    "pass_at_k_left_out": "tasks with a failed or missing repeat",
+    **{name: "scored rollouts" for name in ("mean_turns", "tool_calls", "tool_errors", "input_tokens",
+                                            "output_tokens", "cached_tokens", "total_tokens")},
+    "failed_rollouts": "the failed rollouts' own figures",
+}
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as aligned ``key: value`` lines for the terminal."""
+    """The summary as aligned ``key: value`` lines for the terminal; the status reads as
+    the outcome ("completed with 12 failures"), and figures say what they count."""
     lines = []
     summary = dict(summary)
     if "outcome" in summary and "status" in summary:  # people read the outcome where the status is
@@ -198,5 +210,6 @@ def format_summary(summary: dict[str, Any]) -> str:
             value = f"{value:.4f}"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
-        lines.append(f"{key.rjust(width)}: {value}")
+        note = SUMMARY_NOTES.get(key)
+        lines.append(f"{key.rjust(width)}: {value}" + (f"  ({note})" if note else ""))
     return "\n".join(lines)

@@ -107,6 +107,9 @@ def test_summary_figures_keep_scored_and_failed_rollouts_apart():
     assert (summary["cached_tokens"], summary["total_tokens"]) == (60, 220)
     assert summary["failed_rollouts"] == {"turns": 5, "tool_calls": 4, "tool_errors": 0, "input_tokens": 500,
                                           "output_tokens": 50, "cached_tokens": 400, "total_tokens": 550}
+    text = format_summary(summary).splitlines()
+    assert "tool_calls: 0  (scored rollouts)" in text[[i for i, line in enumerate(text) if "tool_calls:" in line][0]]
+    assert any("failed_rollouts: turns=5, tool_calls=4" in line for line in text)
 
 
 def test_pass_at_k_when_repeats_are_not_known_up_front():

@@ -188,6 +188,7 @@ def test_overview_agrees_with_a_resumed_collect(tmp_path, gym_env, fake_openai):
             "--num-repeats", "2", "--parallel", "1", "-q"]
     fake_openai.rules = [{"match": "Oslo", "status": 400, "message": "no Oslo here"},
                          {"match": "Paris", "status": 400, "times": 1}]
+    fake_openai.cached_tokens = 4
     assert run_gym(*args, env=gym_env).returncode == 1
     resumed = run_gym(*args, "--resume", env=gym_env)
     assert resumed.returncode == 1
@@ -199,6 +200,9 @@ def test_overview_agrees_with_a_resumed_collect(tmp_path, gym_env, fake_openai):
                 "pass_at_k_left_out"):
         assert data[key] == summary[key], key
     assert data["pass_at"] == {f"pass@{k}": summary[f"pass@{k}"] for k in (1, 2)}
+    # 6 scored rollouts of two model calls each, 4 cached input tokens a call
+    assert summary["cached_tokens"] == data["tokens"]["cached"] == 6 * 2 * 4
+    assert (summary["pass_at_k_tasks"], summary["pass_at_k_left_out"]) == (3, 1)  # Oslo left out
     # Oslo failed twice on each invocation; Paris's one failure was redone by the resume
     assert data["failure_history"] == {"records": 5, "outstanding": 2, "redone": 1, "retried": 2}
 
