@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import attrs
 import orjson
 
-from ..metrics import PASS_THRESHOLD, usage_figures
+from ..metrics import PASS_THRESHOLD
 
 log = logging.getLogger("gymcore.viewer")
 
@@ -83,6 +83,14 @@ class Fields:
     metrics: dict[str, float] = attrs.field(factory=dict)
 
 
+#: What :class:`Totals` sums per population (scored, failed).
+FIGURES = ("turns", "tool_calls", "tool_errors", "input_tokens", "output_tokens", "cached_tokens", "tokens")
+
+
+def _figures() -> dict[str, int]:
+    return dict.fromkeys(FIGURES, 0)
+
+
 @attrs.define
 class Totals:
     """Running totals over the parsed rollouts, counted as ``gym collect``'s summary counts
@@ -92,8 +100,8 @@ class Totals:
     rollouts: int = 0
     scored: int = 0
     reward_sum: float = 0.0
-    figures: Counter = attrs.field(factory=Counter)
-    failed_figures: Counter = attrs.field(factory=Counter)
+    figures: dict[str, int] = attrs.field(factory=_figures)
+    failed_figures: dict[str, int] = attrs.field(factory=_figures)
     failures: Counter = attrs.field(factory=Counter)
     per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task -> [scored, passed, failed]
 
@@ -101,8 +109,15 @@ class Totals:
         self.rollouts += 1
         failed = fields.failure is not None or fields.reward is None
         figures = self.failed_figures if failed else self.figures
-        figures.update({"turns": fields.turns, "tool_calls": fields.tool_calls, "tool_errors": fields.tool_errors,
-                        **usage_figures(fields.usage), "tokens": fields.tokens})
+        usage = fields.usage
+        details = usage.get("input_tokens_details")
+        figures["turns"] += fields.turns
+        figures["tool_calls"] += fields.tool_calls
+        figures["tool_errors"] += fields.tool_errors
+        figures["input_tokens"] += _int(usage.get("input_tokens")) or 0
+        figures["output_tokens"] += _int(usage.get("output_tokens")) or 0
+        figures["cached_tokens"] += _int(details.get("cached_tokens")) or 0 if isinstance(details, dict) else 0
+        figures["tokens"] += fields.tokens
         counts = self.per_task.setdefault(task, [0, 0, 0])
         if failed:
             self.failures[fields.failure] += 1

@@ -76,7 +76,7 @@ def overview(index: RolloutIndex, cols: RolloutColumns, failed: FailureState | N
         n = cols.parsed
         totals = index.totals
         per_task = {task: list(counts) for task, counts in totals.per_task.items()}
-        figures, failed_figures = Counter(totals.figures), Counter(totals.failed_figures)
+        figures, failed_figures = dict(totals.figures), dict(totals.failed_figures)
         in_file = sum(totals.failures.values())
         failures = totals.failures + failed.classes
         figures_kw = dict(
