@@ -537,7 +537,8 @@ def test_markup_in_any_field_is_shown_as_text_on_every_page(tmp_path):
     client = create_app(path, wait=None).test_client()
     q = urllib.parse.quote(HOSTILE)
     shown = ["/", "/rollouts", "/rollouts/1", "/rollouts/2", "/compare?a=1&b=3", "/tasks", "/failures",
-             f"/rollouts?q={q}", f"/rollouts?reward_min={q}", f"/tasks?flag={q}", f"/failures?class={q}", "/failures?show=all"]
+             f"/rollouts?q={q}", f"/rollouts?reward_min={q}", f"/tasks?flag={q}", f"/failures?class={q}",
+             "/failures?show=all"]
     quiet = [f"/rollouts?task={q}", f"/rollouts?tool={q}", f"/rollouts?sort={q}", f"/compare?a={q}&b=1",
              f"/{q}", "/rollouts/99", f"/failures?task={q}", f"/failures?show={q}"]
     for url in shown + quiet:

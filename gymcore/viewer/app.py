@@ -276,7 +276,8 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
         cols = index.cols
         all_rows = viewer.cached("tasks", lambda: task_rows(index, cols, viewer.failure_state().per_task))
         rows, page = query.apply(all_rows)
-        return render_template("tasks.html", query=query, rows=rows, page=page, flags=TASK_FLAGS, threshold=PASS_THRESHOLD,
+        return render_template("tasks.html", query=query, rows=rows, page=page, flags=TASK_FLAGS,
+                               threshold=PASS_THRESHOLD,
                                partial=cols.parsed < cols.lines)
 
     @app.get("/failures")
