@@ -16,14 +16,14 @@ from typing import Any, Callable
 import orjson
 from flask import Flask, Response, abort, render_template, request, url_for
 
+from ..metrics import PASS_THRESHOLD
 from .charts import histogram, int_bins, number, value_bins
 from .episode import align, episode, pretty_json, snippets
 from .failures import FailureState, failure_state
-from .index import FailureIndex, RolloutIndex, failure_record, line_fields
+from .index import FailureIndex, RolloutColumns, RolloutIndex, failure_record, line_fields
 from .query import (ERROR_CHOICES, ROLLOUT_SORTS, TASK_FLAGS, Page, RolloutQuery, Selector, TaskQuery,
                     task_rows)
-from ..metrics import PASS_THRESHOLD
-from .summary import overview, overview_json
+from .summary import Overview, overview, overview_json
 
 #: How long a request waits for new lines to be indexed before it answers with what is there.
 DEFAULT_WAIT_S = 0.25
@@ -178,7 +178,7 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     def _not_found(error: Any) -> tuple[str, int]:
         return render_template("error.html", message=getattr(error, "description", "not found")), 404
 
-    def _overview(cols: Any) -> Any:
+    def _overview(cols: RolloutColumns) -> Overview:
         repeats = viewer.repeats()
         return viewer.cached(f"overview {repeats}", lambda: overview(index, cols, viewer.failure_state(), repeats))
 
@@ -292,7 +292,8 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
         show_all = request.args.get("show") == "all"
         page_no = max(request.args.get("page", 1, type=int) or 1, 1)
         shown = range(state.records) if show_all else state.outstanding
-        entries = [e for e in shown if (not klass or cols.klass[e] == klass) and (task is None or cols.task[e] == task)]
+        entries = [e for e in shown if e < cols.parsed  # the sidecar may have been rewritten since
+                   and (not klass or cols.klass[e] == klass) and (task is None or cols.task[e] == task)]
         start = (page_no - 1) * 50
         chosen = entries[start:start + 50]
         records = []
@@ -305,7 +306,7 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
             records.append({"line": cols.lineno[entry], **failure_record(obj), "raw": pretty_json(obj),
                             "state": kind, "where": where})
         page = Page(page_no, 50, chosen, len(entries), start + 50 < len(entries))
-        classes = Counter(cols.klass[e] for e in range(state.records)) if show_all else state.classes
+        classes = Counter(cols.klass[:min(state.records, cols.parsed)]) if show_all else state.classes
         args = {k: v for k, v in (("class", klass), ("task", task), ("show", "all" if show_all else ""))
                 if v not in (None, "")}
         return render_template("failures.html", records=records, page=page, klass=klass, show_all=show_all,
