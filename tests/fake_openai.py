@@ -130,6 +130,7 @@ class FakeOpenAI:
         self.script: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any] | None] = []
         self.rules: list[dict[str, Any]] = []
+        self.cached_tokens = 0  # reported in each reply's usage.input_tokens_details (Responses mode)
         self.requests: list[dict[str, Any]] = []
         self.count = 0
         self.first_request_at: float | None = None
@@ -165,7 +166,7 @@ class FakeOpenAI:
             "error": None, "incomplete_details": None, "instructions": None, "metadata": {},
             "parallel_tool_calls": True, "temperature": request.get("temperature"),
             "top_p": request.get("top_p"), "tool_choice": "auto", "tools": request.get("tools") or [],
-            "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": self.cached_tokens, "cache_write_tokens": 0},
                       "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": 15},
         }

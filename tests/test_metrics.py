@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import random
 
 import pytest
 
 from gymcore.data import Rollout, Task
-from gymcore.metrics import RunStats, pass_at_k
+from gymcore.metrics import RunStats, format_summary, pass_at_k
 
 
 def brute_pass_at_k(outcomes: list[bool], k: int) -> float:
@@ -67,3 +68,80 @@ def test_one_sample_message_per_failure_class_on_one_clean_line():
     assert "\x1b" not in text
     assert "failure_samples: model:502: bad gateway" in text
     assert any(line.strip().startswith("model:connection: xxx") for line in text.splitlines())
+
+
+def _rollout(task_index: int, rollout_index: int, reward: float | None = None, *, error: dict | None = None,
+             tool_calls: int = 0, usage: tuple[int, int, int] = (10, 2, 4)) -> Rollout:
+    tokens = {"input_tokens": usage[0], "output_tokens": usage[1], "total_tokens": usage[0] + usage[1],
+              "input_tokens_details": {"cached_tokens": usage[2]}}
+    return Rollout(Task({"input": "x"}), task_index, rollout_index, "a", "m", reward=reward, error=error,
+                   turns=1 + tool_calls, tool_calls=tool_calls, response={"usage": tokens})
+
+
+TIMEOUT = {"type": "timeout", "kind": None}
+
+
+def test_pass_at_k_leaves_out_tasks_with_a_failed_repeat():
+    """A task with a failed repeat would enter pass@1 on one sample and pass@2 not at all: it
+    is left out of every k, and the summary says how many were, and what counts as a pass."""
+    stats = RunStats(repeats=2)
+    for rollout in [_rollout(0, 0, 1.0), _rollout(0, 1, 0.0), _rollout(1, 0, 0.5), _rollout(1, 1, 0.5),
+                    _rollout(2, 0, 1.0), _rollout(2, 1, error=TIMEOUT), _rollout(3, 0, error=TIMEOUT),
+                    _rollout(3, 1, error=TIMEOUT), _rollout(4, 0, 1.0)]:  # task 4: cut short
+        stats.add(rollout)
+    summary = stats.summary(1.0)
+    assert summary["pass@1"] == pytest.approx((0.5 + 0) / 2) and summary["pass@2"] == pytest.approx((1 + 0) / 2)
+    assert (summary["pass_at_k_tasks"], summary["pass_at_k_left_out"], summary["tasks"]) == (2, 3, 5)
+    assert summary["pass_threshold"] == 1.0
+
+
+def test_pass_at_k_is_none_when_no_task_has_every_repeat_scored():
+    stats = RunStats(repeats=2)
+    stats.add(_rollout(0, 0, 1.0))
+    stats.add(_rollout(0, 1, error=TIMEOUT))
+    summary = stats.summary(1.0)
+    assert summary["pass@1"] is None and summary["pass@2"] is None and summary["pass_at_k_left_out"] == 1
+
+
+def test_summary_says_completed_with_failures():
+    stats = RunStats(repeats=1)
+    stats.add(_rollout(0, 0, 1.0))
+    assert stats.summary(1.0, status="completed")["outcome"] == "completed"
+    stats.add(_rollout(1, 0, error=TIMEOUT))
+    stats.add(_rollout(2, 0, error=TIMEOUT))
+    summary = stats.summary(1.0, status="completed")
+    assert summary["status"] == "completed" and summary["failed"] == 2  # stable for scripts
+    assert summary["outcome"] == "completed with 2 failures"
+    text = format_summary(summary)
+    assert "status: completed with 2 failures" in text and "outcome" not in text
+    assert RunStats().summary(1.0, status="interrupted")["outcome"] == "interrupted"
+
+
+def test_summary_figures_keep_scored_and_failed_rollouts_apart():
+    """One run showed tool_calls: 4 where every scored rollout had 0: the flat figures are the
+    scored rollouts'; the failed ones' are beside them; cached input tokens are counted."""
+    stats = RunStats(repeats=1)
+    stats.add(_rollout(0, 0, 1.0, usage=(100, 10, 60)))
+    stats.add(_rollout(1, 0, 0.0, usage=(100, 10, 0)))
+    stats.add(_rollout(2, 0, error=TIMEOUT, tool_calls=4, usage=(500, 50, 400)))
+    summary = stats.summary(1.0)
+    assert (summary["tool_calls"], summary["mean_turns"], summary["input_tokens"]) == (0, 1.0, 200)
+    assert (summary["cached_tokens"], summary["total_tokens"]) == (60, 220)
+    assert summary["failed_rollouts"] == {"turns": 5, "tool_calls": 4, "tool_errors": 0, "input_tokens": 500,
+                                          "output_tokens": 50, "cached_tokens": 400, "total_tokens": 550}
+    text = format_summary(summary).splitlines()
+    assert "tool_calls: 0  (scored rollouts)" in text[[i for i, line in enumerate(text) if "tool_calls:" in line][0]]
+    assert any("failed_rollouts: turns=5, tool_calls=4" in line for line in text)
+
+
+def test_pass_at_k_when_repeats_are_not_known_up_front():
+    """`gym verify` cannot know the file's repeats before reading it (RunStats(sys.maxsize)):
+    pass@k is over the tasks with as many scored repeats as the most any task has."""
+    stats = RunStats(repeats=sys.maxsize)
+    for rollout in [_rollout(0, 0, 1.0), _rollout(0, 1, 0.0), _rollout(1, 0, 1.0), _rollout(1, 1, error=TIMEOUT),
+                    _rollout(2, 0, 1.0)]:
+        stats.add(rollout)
+    summary = stats.summary(1.0)
+    assert (summary["pass@1"], summary["pass@2"], summary["pass_at_k_tasks"], summary["pass_at_k_left_out"]) == (
+        0.5, 1.0, 1, 2)
+    assert "pass@3" not in summary

@@ -23,8 +23,8 @@ from gymcore.viewer.app import create_app
 from gymcore.viewer.index import RolloutIndex
 
 from .conftest import GYM, ROOT, run_gym
-from .viewer_data import (XSS, Page, call, message, output, reasoning, rollout, sample_rollouts, weather_turn,
-                          write_rollouts)
+from .viewer_data import (XSS, Page, call, message, output, reasoning, resumed_run, rollout, sample_rollouts,
+                          weather_turn, write_rollouts)
 
 
 @pytest.fixture
@@ -56,9 +56,10 @@ def test_overview_figures(client):
     assert (data["rollouts"], data["scored"], data["failed"], data["tasks"]) == (12, 11, 1, 4)
     assert data["failures"] == {"model:timeout": 1}
     assert data["mean_reward"] == pytest.approx((3 + 2 + 0 + 1.5) / 11)
-    # per task (n scored, passed): (3, 3), (3, 2), (3, 0), (2, 1); pass@k over the tasks with n >= k
-    assert data["pass_at"] == pytest.approx({"pass@1": (1 + 2 / 3 + 0 + 1 / 2) / 4, "pass@2": 3 / 4,
-                                             "pass@3": 2 / 3})
+    # per task (n scored, passed): (3, 3), (3, 2), (3, 0), (2, 1) + a failure; pass@k over the
+    # tasks with every repeat scored: task 3 is left out
+    assert data["pass_at"] == pytest.approx({"pass@1": (1 + 2 / 3 + 0) / 3, "pass@2": 2 / 3, "pass@3": 2 / 3})
+    assert (data["pass_at_k_tasks"], data["pass_at_k_left_out"]) == (3, 1)
     assert data["tools"] == {"get_weather": 8, "search_docs": 1}
     assert data["tokens"]["total"] == 120 * 9 + 350 + 980
     assert data["task_flags"] == {"zero_variance": 2, "all_pass": 1, "mixed": 2, "all_fail": 1, "errors": 1}
@@ -91,6 +92,119 @@ def test_overview_agrees_with_collect_summary(tmp_path):
         assert data["pass_at"][f"pass@{k}"] == pytest.approx(summary[f"pass@{k}"])
     assert data["failures"] == summary["failures"] and data["tool_calls"] == summary["tool_calls"]
     assert data["mean_turns"] == pytest.approx(summary["mean_turns"])
+
+
+# -- honest numbers: failures in the sidecar, resumes, the pass threshold --------------------
+
+@pytest.fixture
+def resumed(tmp_path):
+    return create_app(resumed_run(tmp_path), wait=None).test_client()
+
+
+def test_overview_counts_the_sidecars_outstanding_failures(resumed):
+    """A gymcore output holds only scored rollouts: the failures are in the sidecar, and a
+    record redone by a later --resume, or retried and failed again, counts once or not at all."""
+    data = resumed.get("/api/overview").get_json()
+    assert (data["rollouts"], data["scored"], data["failed"], data["tasks"]) == (12, 9, 3, 6)
+    assert data["failures"] == {"timeout": 1, "model:500": 2}
+    assert data["failure_history"] == {"records": 7, "outstanding": 3, "redone": 1, "retried": 3}
+    assert data["mean_reward"] == pytest.approx(6.5 / 9)
+
+
+def test_pass_at_k_is_over_tasks_with_every_repeat_scored(resumed):
+    data = resumed.get("/api/overview").get_json()
+    assert data["pass_at"] == pytest.approx({"pass@1": 0.5, "pass@2": 0.75})
+    assert (data["pass_at_k_tasks"], data["pass_at_k_left_out"], data["pass_threshold"]) == (4, 2, 1.0)
+    text = page(resumed, "/").all_text
+    assert "over 4 tasks with every repeat scored; 2 tasks left out" in text
+    assert "pass: reward ≥ 1" in text
+
+
+def test_failed_tile_links_to_the_outstanding_failures(resumed):
+    overview = page(resumed, "/")
+    assert "3 failed" in overview.all_text and "0 failed" not in overview.all_text
+    assert "no failed rollouts" not in overview.all_text
+    assert "/failures" in overview.links and "/rollouts?error=any" not in overview.links
+    listed = page(resumed, "/failures")
+    assert [(row[1], row[2], row[3]) for row in listed.rows] == [("timeout", "3", "0"), ("model:500", "4", "0"),
+                                                                 ("model:500", "4", "1")]
+    assert "3 outstanding failures" in listed.all_text
+
+
+def test_failures_history_marks_redone_and_retried_records(resumed):
+    view = page(resumed, "/failures?show=all")
+    assert [row[0] for row in view.rows] == [str(n) for n in range(1, 8)]
+    states = [row[-2] for row in view.rows]
+    assert states == ["redone: output line 9", "retried: see line 5", "retried: see line 6",
+                      "retried: see line 7", "outstanding", "outstanding", "outstanding"]
+    assert "<b>not bold</b>" in view.rows[0][-1]  # the message is text, not markup
+    assert [row[1] for row in page(resumed, "/failures?class=model:500").rows] == ["model:500"] * 2
+
+
+def test_tasks_whose_repeats_all_failed_are_listed(resumed):
+    view = page(resumed, "/tasks")
+    assert [row[0] for row in view.rows] == ["0", "1", "2", "3", "4", "5"]
+    task4 = view.rows[4]
+    assert task4[2] == "2" and "2 failed" in task4[3] and "errors" in task4[7]
+    assert "errors" in view.rows[3][7] and "errors" not in view.rows[2][7]  # task 2's failure was redone
+    assert "all repeats fail (reward < 1)" in page(resumed, "/").all_text
+    assert "pass: reward ≥ 1" in view.all_text
+
+
+def test_overview_figures_are_over_scored_rollouts(tmp_path):
+    rows = sample_rollouts()
+    rows[9] = rollout(3, 0, "Lima", [call("get_weather", "x", city="Lima")] * 4, None, turns=4, tokens=(400, 40),
+                      error={"type": "model", "kind": "timeout", "message": "timed out"})
+    data = create_app(write_rollouts(tmp_path / "run.jsonl", rows), wait=None).test_client().get(
+        "/api/overview").get_json()
+    assert data["tool_calls"] == 9 and data["failed_figures"]["tool_calls"] == 4
+    assert data["tokens"]["total"] == 120 * 9 + 350 + 980 and data["failed_figures"]["tokens"] == 440
+    assert data["tokens"]["cached"] == 0
+
+
+def test_a_deleted_file_is_a_404_naming_it(tmp_path):
+    path = resumed_run(tmp_path)
+    client = create_app(path, wait=None).test_client()
+    for url in ("/", "/rollouts", "/tasks", "/failures"):
+        page(client, url)
+    path.unlink()
+    for url in ("/", "/rollouts", "/rollouts/3", "/tasks", "/compare?a=1&b=2", "/failures", "/api/overview"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert str(path) in response.get_data(as_text=True), url
+    path.with_name("run.failures.jsonl").unlink()
+    write_rollouts(path)  # back again: served again
+    assert client.get("/rollouts").status_code == 200 and client.get("/failures").status_code == 404
+
+
+def test_overview_agrees_with_a_resumed_collect(tmp_path, gym_env, fake_openai):
+    """A real `gym collect` whose Oslo rollouts always fail and one Paris repeat fails once,
+    then `--resume`: the viewer's headline and the run's summary say the same."""
+    cities = ["Paris", "London", "Oslo", "Tokyo"]
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "out.jsonl"
+    tasks.write_text("".join(json.dumps({"responses_create_params": {"input": f"weather in {city}?"},
+                                         "verifier_metadata": {"expected_city": city}}) + "\n" for city in cities))
+    args = ["collect", "--agent", "weather", "--model", "openai:m", "--input", str(tasks), "--output", str(out),
+            "--num-repeats", "2", "--parallel", "1", "-q"]
+    fake_openai.rules = [{"match": "Oslo", "status": 400, "message": "no Oslo here"},
+                         {"match": "Paris", "status": 400, "times": 1}]
+    fake_openai.cached_tokens = 4
+    assert run_gym(*args, env=gym_env).returncode == 1
+    resumed = run_gym(*args, "--resume", env=gym_env)
+    assert resumed.returncode == 1
+    summary = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert "status: completed with 2 failures" in resumed.stdout
+    assert (summary["status"], summary["failed"], summary["tasks"], summary["rollouts"]) == ("completed", 2, 4, 8)
+    data = create_app(out, wait=None).test_client().get("/api/overview").get_json()
+    for key in ("rollouts", "scored", "failed", "tasks", "failures", "tool_calls", "pass_at_k_tasks",
+                "pass_at_k_left_out"):
+        assert data[key] == summary[key], key
+    assert data["pass_at"] == {f"pass@{k}": summary[f"pass@{k}"] for k in (1, 2)}
+    # 6 scored rollouts of two model calls each, 4 cached input tokens a call
+    assert summary["cached_tokens"] == data["tokens"]["cached"] == 6 * 2 * 4
+    assert (summary["pass_at_k_tasks"], summary["pass_at_k_left_out"]) == (3, 1)  # Oslo left out
+    # Oslo failed twice on each invocation; Paris's one failure was redone by the resume
+    assert data["failure_history"] == {"records": 5, "outstanding": 2, "redone": 1, "retried": 2}
 
 
 # -- the rollout list ----------------------------------------------------------------------
@@ -288,11 +402,15 @@ def test_failures_tab_only_with_sidecar(client, rollouts_path):
     ]
     sidecar.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
     overview = page(client, "/")
-    assert "/failures" in overview.links and "/failures?class=model:timeout" in overview.links
-    view = page(client, "/failures")
+    assert "/failures" in overview.links and "/failures?class=plugin:KeyError" in overview.links
+    # task 3 repeat 0 has a (failed) line in the output itself: counted there, not twice
+    assert [row[1] for row in page(client, "/failures").rows] == [
+        "plugin:KeyError", "invalid JSON line", "unknown", "invalid JSON line"]
+    view = page(client, "/failures?show=all")
     classes = [row[1] for row in view.rows]
     assert classes == ["model:timeout", "plugin:KeyError", "invalid JSON line", "unknown", "invalid JSON line"]
-    assert view.rows[0][2:5] == ["3", "0", "3"] and "timed out 3 times" in view.rows[0][5]
+    assert view.rows[0][2:6] == ["3", "0", "3", "failed again: output line 10"]
+    assert "timed out 3 times" in view.rows[0][6]
     assert [row[1] for row in page(client, "/failures?class=plugin:KeyError").rows] == ["plugin:KeyError"]
     assert client.get("/api/status").get_json()["failures"]["lines"] == 5
 
@@ -419,9 +537,10 @@ def test_markup_in_any_field_is_shown_as_text_on_every_page(tmp_path):
     client = create_app(path, wait=None).test_client()
     q = urllib.parse.quote(HOSTILE)
     shown = ["/", "/rollouts", "/rollouts/1", "/rollouts/2", "/compare?a=1&b=3", "/tasks", "/failures",
-             f"/rollouts?q={q}", f"/rollouts?reward_min={q}", f"/tasks?flag={q}", f"/failures?class={q}"]
+             f"/rollouts?q={q}", f"/rollouts?reward_min={q}", f"/tasks?flag={q}", f"/failures?class={q}",
+             "/failures?show=all"]
     quiet = [f"/rollouts?task={q}", f"/rollouts?tool={q}", f"/rollouts?sort={q}", f"/compare?a={q}&b=1",
-             f"/{q}", "/rollouts/99"]
+             f"/{q}", "/rollouts/99", f"/failures?task={q}", f"/failures?show={q}"]
     for url in shown + quiet:
         response = client.get(url)
         view = Page(response.get_data(as_text=True))

@@ -17,7 +17,7 @@ from werkzeug.serving import make_server
 from gymcore.viewer.app import create_app
 
 from .conftest import ROOT
-from .viewer_data import XSS, write_rollouts
+from .viewer_data import XSS, resumed_run, write_rollouts
 
 #: Debian's chromium; GYM_TEST_CHROMIUM names another binary (a missing path skips these tests).
 CHROMIUM = Path(os.environ.get("GYM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
@@ -38,6 +38,23 @@ def served(tmp_path_factory):
     server = make_server("127.0.0.1", 0, create_app(path, wait=None), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    yield f"http://127.0.0.1:{server.port}", path
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def _serve(path: Path):
+    server = make_server("127.0.0.1", 0, create_app(path, wait=None), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def resumed(tmp_path):
+    """tests/viewer_data.resumed_run (a run resumed once, failures in its sidecar) served."""
+    path = resumed_run(tmp_path)
+    server, thread = _serve(path)
     yield f"http://127.0.0.1:{server.port}", path
     server.shutdown()
     thread.join(timeout=10)
@@ -67,7 +84,7 @@ def page(browser, served, request):
     tab.evaluate("window.scrollTo(0, 0)")
     tab.screenshot(path=str(ARTIFACTS / f"{request.node.name.removeprefix('test_')}.png"), full_page=True)
     context.close()
-    foreign = [url for url in tab.requests if not url.startswith(base) and not url.startswith("data:")]
+    foreign = [url for url in tab.requests if not url.startswith("http://127.0.0.1:") and not url.startswith("data:")]
     assert not foreign, f"pages must work offline; requested {foreign}"
 
 
@@ -153,7 +170,7 @@ def test_script_in_model_output_is_shown_not_run(page, where):
 def test_failures_tab(page, served):
     _, path = served
     sidecar = path.with_name(path.stem + ".failures.jsonl")
-    sidecar.write_text(json.dumps({"task_index": 3, "rollout_index": 0, "class": "model:timeout",
+    sidecar.write_text(json.dumps({"task_index": 4, "rollout_index": 0, "class": "model:timeout",
                                    "message": "timed out after 3 attempts", "attempts": 3}) + "\n")
     try:
         page.goto(page.base + "/")
@@ -165,3 +182,55 @@ def test_failures_tab(page, served):
         assert '"attempts": 3' in row.locator("pre").inner_text()
     finally:
         shutil.move(str(sidecar), str(sidecar) + ".done")
+
+
+def test_overview_counts_the_failures_in_the_sidecar(page, resumed):
+    base, _ = resumed
+    page.goto(base + "/")
+    tile = page.locator(".tile")
+    assert tile.filter(has_text="rollouts").first.inner_text().split()[0] == "12"
+    assert tile.filter(has_text="tasks").first.inner_text().split()[:4] == ["6", "tasks", "·", "2"]
+    pass_at = dict(reversed(t.split("\n")) for t in page.locator(".tile.pass-at").all_inner_texts())
+    assert pass_at == {"pass@1": "0.5", "pass@2": "0.75"}
+    note = page.locator(".pass-note").inner_text()
+    assert "over 4 tasks with every repeat scored; 2 tasks left out" in note and "pass: reward ≥ 1" in note
+    assert page.get_by_text("all repeats fail (reward < 1)").is_visible()
+    failed = page.locator(".tile.failed")
+    assert failed.inner_text().split()[0] == "3"
+    failed.click()
+    page.wait_for_url("**/failures")
+    rows = page.locator("table.failures tbody tr")
+    assert rows.count() == 3
+    assert [rows.nth(i).locator("td").nth(2).inner_text() for i in range(3)] == ["3", "4", "4"]
+    assert page.locator("table.failures b").count() == 0  # "<b>not bold</b>" in a message stays text
+    assert "<b>not bold</b>" in rows.first.locator("summary").inner_text()
+    page.get_by_role("link", name="all 7 records").click()
+    page.wait_for_url("**/failures?show=all")
+    states = page.locator("table.failures tbody tr td:nth-child(6)").all_inner_texts()
+    assert states[:2] == ["redone: output line 9", "retried: see line 5"] and states.count("outstanding") == 3
+    page.get_by_role("link", name="output line 9").click()
+    page.wait_for_url("**/rollouts/9")
+    page.goto(base + "/")
+
+
+def test_tasks_whose_repeats_all_failed(page, resumed):
+    base, _ = resumed
+    page.goto(base + "/tasks")
+    assert page.locator("table.tasks tbody tr td:first-child").all_inner_texts() == ["0", "1", "2", "3", "4", "5"]
+    assert "pass rate (≥ 1)" in page.locator("table.tasks thead").inner_text()
+    task4 = page.locator("table.tasks tbody tr").nth(4)
+    assert task4.locator("td").nth(2).inner_text() == "2"
+    task4.get_by_role("link", name="2 failed").click()
+    page.wait_for_url("**/failures?task=4")
+    assert page.locator("table.failures tbody tr").count() == 2
+    page.goto(base + "/tasks")
+
+
+def test_a_deleted_file_is_named_not_a_server_error(page, resumed):
+    base, path = resumed
+    page.goto(base + "/rollouts")
+    path.unlink()
+    for url in ("/rollouts", "/", "/rollouts/3"):
+        response = page.goto(base + url)
+        assert response.status == 404
+        assert str(path) in page.locator("main").inner_text()

@@ -164,3 +164,37 @@ class Page(HTMLParser):
     @property
     def all_text(self) -> str:
         return " ".join(" ".join(self.text).split())
+
+
+def failure(task_index: int, rollout_index: int, klass: str, invocation: int, city: str = "Quito") -> dict:
+    """A failures-sidecar line as ``gym collect`` writes it (runfiles.failure_record)."""
+    kind, _, detail = klass.partition(":")
+    return {"responses_create_params": {"input": f"weather in {city}?"}, "verifier_metadata": {"expected_city": city},
+            "task_index": task_index, "rollout_index": rollout_index, "agent": "weather", "model": "openai:gpt-test",
+            "class": klass, "message": f"{klass} on invocation {invocation} <b>not bold</b>", "attempts": 3,
+            "invocation": invocation, "elapsed_s": 1.0, "error": {"type": kind, "kind": detail or None}}
+
+
+def resumed_run(directory: Path) -> Path:
+    """A run of 6 tasks x 2 repeats, collected, then resumed once (invocation 2).
+
+    task 0: both pass; task 1: 0.5 on both repeats (under the pass threshold); task 2:
+    repeat 1 failed on invocation 1 and was redone (scored 0.0) by the resume; task 3:
+    repeat 0 failed on both invocations (still outstanding), repeat 1 passed; task 4 (in no
+    output line): both repeats failed on both invocations; task 5: 0.5 then 1.0.
+    So 12 rollouts: 9 scored, 3 failed now; 7 sidecar records, of which 1 redone and 3
+    retried and failed again. pass@k over the 4 tasks with every repeat scored (0, 1, 2, 5),
+    2 left out: pass@1 = (1 + 0 + 0.5 + 0.5) / 4, pass@2 = (1 + 0 + 1 + 1) / 4."""
+    def scored(task: int, repeat: int, city: str, reward: float) -> dict:
+        return rollout(task, repeat, city, weather_turn(city, f"c{task}{repeat}", f"{city}: 21°C."), reward)
+    lines = [scored(0, 0, "Paris", 1.0), scored(0, 1, "Paris", 1.0),
+             scored(1, 0, "Lima", 0.5), scored(1, 1, "Lima", 0.5),
+             scored(2, 0, "Oslo", 1.0), scored(3, 1, "Rome", 1.0),
+             scored(5, 0, "Cairo", 0.5), scored(5, 1, "Cairo", 1.0),
+             scored(2, 1, "Oslo", 0.0)]  # the resume's redo of task 2 repeat 1
+    write_rollouts(directory / "run.jsonl", lines)
+    sidecar = [failure(2, 1, "model:503", 1, "Oslo"), failure(3, 0, "timeout", 1, "Rome"),
+               failure(4, 0, "model:500", 1), failure(4, 1, "model:500", 1),
+               failure(3, 0, "timeout", 2, "Rome"), failure(4, 0, "model:500", 2), failure(4, 1, "model:500", 2)]
+    (directory / "run.failures.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in sidecar))
+    return directory / "run.jsonl"

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import orjson
 from flask import Flask, Response, abort, render_template, request, url_for
 
+from ..metrics import PASS_THRESHOLD
 from .charts import histogram, int_bins, number, value_bins
 from .episode import align, episode, pretty_json, snippets
-from .index import FailureIndex, RolloutIndex, failure_record, line_fields
+from .failures import FailureState, failure_state
+from .index import FailureIndex, RolloutColumns, RolloutIndex, failure_record, line_fields
 from .query import (ERROR_CHOICES, ROLLOUT_SORTS, TASK_FLAGS, Page, RolloutQuery, Selector, TaskQuery,
                     task_rows)
-from .summary import overview, overview_json
+from .summary import Overview, overview, overview_json
 
 #: How long a request waits for new lines to be indexed before it answers with what is there.
 DEFAULT_WAIT_S = 0.25
@@ -52,9 +55,10 @@ class Viewer:
             self.failures.refresh(wait)
 
     def cached(self, name: str, fn: Callable[[], Any]) -> Any:
-        """``fn()``, recomputed only when more lines have been parsed since."""
-        cols = self.index.cols
-        key = (self.index.generation, cols.parsed, cols.lines)
+        """``fn()``, recomputed only when more lines have been parsed since (in the file or
+        in its failures sidecar)."""
+        cols, fcols = self.index.cols, self.failures.cols
+        key = (self.index.generation, cols.parsed, cols.lines, self.failures.generation, fcols.parsed)
         with self._lock:
             hit = self._cache.get(name)
         if hit is not None and hit[0] == key:
@@ -73,6 +77,21 @@ class Viewer:
         except (OSError, orjson.JSONDecodeError):
             return None
         return data if isinstance(data, dict) else None
+
+    def failure_state(self) -> FailureState:
+        """The sidecar's records sorted against the file: outstanding, redone, retried."""
+        return self.cached("failure_state", lambda: failure_state(self.index, self.failures))
+
+    def repeats(self) -> int | None:
+        """The run's ``num_repeats`` as its ``.metrics.json`` says, when it does."""
+        value = (self.collect_summary() or {}).get("num_repeats")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    def missing(self) -> str | None:
+        """What to say when the file is gone (deleted or moved while the viewer runs)."""
+        if self.path.is_file():
+            return None
+        return f"{self.path} is not there any more (deleted or moved?); this page comes back when it is"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -123,9 +142,24 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     viewer.refresh(wait)
 
     @app.before_request
-    def _refresh() -> None:
-        if request.endpoint != "static":
-            viewer.refresh(wait)
+    def _refresh() -> Any:
+        if request.endpoint == "static":
+            return None
+        viewer.refresh(wait)
+        gone = viewer.missing()
+        if gone is not None:
+            return _gone(gone)
+        return None
+
+    def _gone(message: str) -> tuple[Any, int]:
+        if request.path.startswith("/api/"):
+            return app.json.response({"error": message}), 404
+        return render_template("error.html", message=message, title="File not found"), 404
+
+    @app.errorhandler(FileNotFoundError)
+    def _vanished(error: FileNotFoundError) -> tuple[Any, int]:
+        # the file went between the check above and reading it
+        return _gone(f"{error.filename or viewer.path} is not there any more (deleted or moved?)")
 
     @app.after_request
     def _headers(response: Response) -> Response:
@@ -144,10 +178,14 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     def _not_found(error: Any) -> tuple[str, int]:
         return render_template("error.html", message=getattr(error, "description", "not found")), 404
 
+    def _overview(cols: RolloutColumns) -> Overview:
+        repeats = viewer.repeats()
+        return viewer.cached(f"overview {repeats}", lambda: overview(index, cols, viewer.failure_state(), repeats))
+
     @app.get("/")
     def overview_page() -> str:
         cols = index.cols
-        view = viewer.cached("overview", lambda: overview(index, cols))
+        view = _overview(cols)
         reward_bins = [(number(a) if a == b else f"{number(a)}–{number(b)}", n,
                         url_for("rollouts", reward_min=repr(a), reward_max=repr(b)))
                        for a, b, n in value_bins(view.rewards)]
@@ -155,7 +193,7 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
                      for a, b, n in int_bins(view.turns)]
         return render_template("overview.html", ov=view, reward_chart=histogram(reward_bins),
                                turns_chart=histogram(turn_bins), summary=viewer.collect_summary(),
-                               failure_classes=dict(viewer.failures.classes) if viewer.failures.exists else {})
+                               failure_classes=dict(viewer.failure_state().classes.most_common()))
 
     @app.get("/rollouts")
     def rollouts() -> str:
@@ -236,9 +274,10 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     def tasks() -> str:
         query = TaskQuery.from_args(request.args)
         cols = index.cols
-        all_rows = viewer.cached("tasks", lambda: task_rows(index, cols))
+        all_rows = viewer.cached("tasks", lambda: task_rows(index, cols, viewer.failure_state().per_task))
         rows, page = query.apply(all_rows)
         return render_template("tasks.html", query=query, rows=rows, page=page, flags=TASK_FLAGS,
+                               threshold=PASS_THRESHOLD,
                                partial=cols.parsed < cols.lines)
 
     @app.get("/failures")
@@ -246,10 +285,15 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
         sidecar_index = viewer.failures
         if not sidecar_index.exists:
             abort(404, f"no failures sidecar ({sidecar_index.path.name}) next to {index.path.name}")
+        state = viewer.failure_state()
         cols = sidecar_index.cols
         klass = (request.args.get("class") or "").strip()
+        task = request.args.get("task", type=int)
+        show_all = request.args.get("show") == "all"
         page_no = max(request.args.get("page", 1, type=int) or 1, 1)
-        entries = [e for e in range(cols.parsed) if not klass or cols.klass[e] == klass]
+        shown = range(state.records) if show_all else state.outstanding
+        entries = [e for e in shown if e < cols.parsed  # the sidecar may have been rewritten since
+                   and (not klass or cols.klass[e] == klass) and (task is None or cols.task[e] == task)]
         start = (page_no - 1) * 50
         chosen = entries[start:start + 50]
         records = []
@@ -258,10 +302,16 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
                 obj = orjson.loads(data)
             except orjson.JSONDecodeError:
                 obj = data.decode("utf-8", "replace")
-            records.append({"line": cols.lineno[entry], **failure_record(obj), "raw": pretty_json(obj)})
+            kind, where = state.state(entry)
+            records.append({"line": cols.lineno[entry], **failure_record(obj), "raw": pretty_json(obj),
+                            "state": kind, "where": where})
         page = Page(page_no, 50, chosen, len(entries), start + 50 < len(entries))
-        return render_template("failures.html", records=records, page=page, klass=klass,
-                               classes=sidecar_index.classes.most_common(), status_f=sidecar_index.status())
+        classes = Counter(cols.klass[:min(state.records, cols.parsed)]) if show_all else state.classes
+        args = {k: v for k, v in (("class", klass), ("task", task), ("show", "all" if show_all else ""))
+                if v not in (None, "")}
+        return render_template("failures.html", records=records, page=page, klass=klass, show_all=show_all,
+                               args=args, classes=classes.most_common(), history=state.history(),
+                               in_file=index.totals.failures.total(), status_f=sidecar_index.status())
 
     @app.get("/api/status")
     def api_status() -> Response:
@@ -272,7 +322,7 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     @app.get("/api/overview")
     def api_overview() -> Response:
         cols = index.cols
-        return app.json.response(overview_json(viewer.cached("overview", lambda: overview(index, cols))))
+        return app.json.response(overview_json(_overview(cols)))
 
     return app
 

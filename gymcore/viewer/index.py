@@ -83,32 +83,45 @@ class Fields:
     metrics: dict[str, float] = attrs.field(factory=dict)
 
 
+#: What :class:`Totals` sums per population (scored, failed).
+FIGURES = ("turns", "tool_calls", "tool_errors", "input_tokens", "output_tokens", "cached_tokens", "tokens")
+
+
+def _figures() -> dict[str, int]:
+    return dict.fromkeys(FIGURES, 0)
+
+
 @attrs.define
 class Totals:
     """Running totals over the parsed rollouts, counted as ``gym collect``'s summary counts
-    them: a rollout with an error or no reward is a failure, not a zero."""
+    them: a rollout with an error or no reward is a failure, not a zero. Turns, tool calls
+    and tokens are summed for scored rollouts (``figures``) and apart for failed lines."""
 
     rollouts: int = 0
     scored: int = 0
     reward_sum: float = 0.0
-    turns: int = 0
-    tool_calls: int = 0
-    tool_errors: int = 0
-    tokens: Counter = attrs.field(factory=Counter)
+    figures: dict[str, int] = attrs.field(factory=_figures)
+    failed_figures: dict[str, int] = attrs.field(factory=_figures)
     failures: Counter = attrs.field(factory=Counter)
-    per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task -> [scored, passed]
+    per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task -> [scored, passed, failed]
 
     def add(self, fields: Fields, task: int) -> None:
         self.rollouts += 1
-        self.turns += fields.turns
-        self.tool_calls += fields.tool_calls
-        self.tool_errors += fields.tool_errors
-        for key in ("input_tokens", "output_tokens"):
-            self.tokens[key] += _int(fields.usage.get(key)) or 0
-        self.tokens["total_tokens"] += fields.tokens
-        counts = self.per_task.setdefault(task, [0, 0])
-        if fields.failure is not None or fields.reward is None:
+        failed = fields.failure is not None or fields.reward is None
+        figures = self.failed_figures if failed else self.figures
+        usage = fields.usage
+        details = usage.get("input_tokens_details")
+        figures["turns"] += fields.turns
+        figures["tool_calls"] += fields.tool_calls
+        figures["tool_errors"] += fields.tool_errors
+        figures["input_tokens"] += _int(usage.get("input_tokens")) or 0
+        figures["output_tokens"] += _int(usage.get("output_tokens")) or 0
+        figures["cached_tokens"] += _int(details.get("cached_tokens")) or 0 if isinstance(details, dict) else 0
+        figures["tokens"] += fields.tokens
+        counts = self.per_task.setdefault(task, [0, 0, 0])
+        if failed:
             self.failures[fields.failure] += 1
+            counts[2] += 1
             return
         self.scored += 1
         self.reward_sum += fields.reward
@@ -552,8 +565,8 @@ class RolloutIndex(LineIndex):
             total = self.metric_sums.setdefault(name, [0.0, 0])
             total[0] += value
             total[1] += 1
-        for key, value in fields.usage.items():
-            if isinstance(value, dict):
+        for key, value in fields.usage.items() if fields.failure is None and fields.reward is not None else ():
+            if isinstance(value, dict):  # the scored rollouts' token details, as the overview's tokens
                 for sub, number in value.items():
                     if isinstance(number, (int, float)) and not isinstance(number, bool):
                         self.usage_sums[f"{key}.{sub}"] = self.usage_sums.get(f"{key}.{sub}", 0) + number
@@ -589,6 +602,8 @@ class FailureColumns(Columns):
     def __init__(self) -> None:
         super().__init__()
         self.klass: list[str] = []
+        self.task = array("q")  # -1: the line names no task_index
+        self.repeat = array("q")  # -1: no rollout_index
 
 
 class FailureIndex(LineIndex):
@@ -607,9 +622,12 @@ class FailureIndex(LineIndex):
         self._names: dict[str, str] = {}
 
     def _parse_entry(self, cols: FailureColumns, obj: dict | None) -> None:
-        name = failure_record(obj)["class"]
+        record = failure_record(obj)
+        name = record["class"]
         name = self._names.setdefault(name, name)
         cols.klass.append(name)
+        cols.task.append(-1 if record["task_index"] is None else record["task_index"])
+        cols.repeat.append(-1 if record["rollout_index"] is None else record["rollout_index"])
         self.classes[name] += 1
 
 

@@ -274,7 +274,8 @@ class TaskRow:
     rewards: list[float | None]
     repeats: list[int]
     lines: list[int]
-    failures: int
+    failures: int  # failed repeats: lines with an error, plus outstanding sidecar records
+    sidecar_failures: int  # of which in the failures sidecar (no line in the output)
     mean: float | None
     pass_rate: float | None
     spread: float | None  # max - min reward over the scored repeats
@@ -293,18 +294,24 @@ class TaskRow:
         return self._extreme(min)
 
 
-def task_rows(index: RolloutIndex, cols: RolloutColumns) -> list[TaskRow]:
-    """One row per task over the parsed rollouts, in task order."""
+def task_rows(index: RolloutIndex, cols: RolloutColumns, sidecar: Mapping[int, int] | None = None) -> list[TaskRow]:
+    """One row per task over the parsed rollouts, in task order. ``sidecar``: outstanding
+    failures per task_index from the failures sidecar; a task whose repeats all failed has
+    no line in the output but still gets a row."""
     out = []
+    sidecar = sidecar or {}
     reward, repeat, failure, lineno = cols.reward, cols.repeat, cols.failure, cols.lineno
     with index.lock:
-        groups = [(task, list(rows)) for task, rows in sorted(index.task_rows.items())]
+        groups = {task: list(rows) for task, rows in index.task_rows.items()}
         labels = dict(index.task_labels)
-    for task, rows in groups:
+    for task in sidecar:
+        groups.setdefault(task, [])
+    for task, rows in sorted(groups.items()):
         rows.sort(key=repeat.__getitem__)
         rewards = [None if math.isnan(reward[e]) else reward[e] for e in rows]
         scored = [r for r in rewards if r is not None]
-        failures = sum(1 for e in rows if failure[e])
+        in_file = sum(1 for e in rows if failure[e])
+        failures = in_file + sidecar.get(task, 0)
         passed = sum(1 for r in scored if index.passed(r))
         flags = []
         if len(scored) >= 2 and max(scored) == min(scored):
@@ -319,7 +326,7 @@ def task_rows(index: RolloutIndex, cols: RolloutColumns) -> list[TaskRow]:
             flags.append("errors")
         out.append(TaskRow(
             task=task, label=labels.get(task), entries=rows, rewards=rewards, repeats=[repeat[e] for e in rows],
-            lines=[lineno[e] for e in rows], failures=failures,
+            lines=[lineno[e] for e in rows], failures=failures, sidecar_failures=sidecar.get(task, 0),
             mean=sum(scored) / len(scored) if scored else None,
             pass_rate=passed / len(scored) if scored else None,
             spread=max(scored) - min(scored) if scored else None, flags=tuple(flags)))
@@ -356,7 +363,7 @@ class TaskQuery(UrlQuery):
             rows = [row for row in rows if str(row.task) == self.task or row.label == self.task]
         if self.sort != "task":
             def key(row: TaskRow) -> Any:
-                return len(row.entries) if self.sort == "n" else getattr(row, self.sort)
+                return len(row.entries) + row.sidecar_failures if self.sort == "n" else getattr(row, self.sort)
 
             present = [row for row in rows if key(row) is not None]
             missing = [row for row in rows if key(row) is None]
