@@ -85,7 +85,8 @@ def badvalues_env(gym_env, tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gym-badvalues\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[gym.resources]\nbadvalues = gym_badvalues\n")
-    return {**gym_env, "PYTHONPATH": str(site), "BADVALUES_LOG": str(tmp_path / "sessions.log")}
+    return {**gym_env, "PYTHONPATH": str(site), "BADVALUES_LOG": str(tmp_path / "sessions.log"),
+            "GYM_LOAD_PLUGINS": gym_env.get("GYM_LOAD_PLUGINS", "") + ",badvalues"}
 
 
 def runner_env(env: dict) -> dict:
