@@ -1,0 +1,75 @@
+"""A test environment whose hooks are plain ``def`` and block, loaded by ``gym`` subprocesses
+through an entry point (see ``tests/test_hook_threads.py``).
+
+Each task says how its ``get_weather`` call behaves, in ``verifier_metadata``:
+``{"block": "forever"}`` waits on an event that is never set (a hung network call);
+``{"block": 1.0}`` sleeps that long; anything else answers at once. Every hook call is logged,
+one line each, to the file named by ``$BLOCKING_HOOKS_LOG``: ``start N`` when a tool call
+starts (N: tool calls running at that moment, the concurrency the plugin sees), ``end``,
+``setup ID`` and ``teardown ID``. ``$BLOCKING_HOOKS_IMPORT_MARK``, when set, makes the import
+itself write that file and sleep 30 s (a plugin slow to load: a signal during start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from gymcore import hookimpl
+
+_lock = threading.Lock()
+_running = 0
+_never = threading.Event()
+
+if os.environ.get("BLOCKING_HOOKS_IMPORT_MARK"):
+    Path(os.environ["BLOCKING_HOOKS_IMPORT_MARK"]).write_text("importing\n")
+    time.sleep(30)
+
+
+def _log(line: str) -> None:
+    path = os.environ.get("BLOCKING_HOOKS_LOG")
+    if path:
+        with _lock, open(path, "a") as file:
+            file.write(line + "\n")
+
+
+@hookimpl
+def list_tools():
+    return [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+@hookimpl
+def setup_session(session):
+    _log(f"setup {session.task.extra.get('id')}")
+
+
+@hookimpl
+def call_tool(name, arguments, session):
+    global _running
+    block = (session.task.verifier_metadata or {}).get("block")
+    with _lock:
+        _running += 1
+        running = _running
+    _log(f"start {running}")
+    try:
+        if block == "forever":
+            _never.wait()
+        elif block:
+            time.sleep(float(block))
+    finally:
+        with _lock:
+            _running -= 1
+        _log("end")
+    return {"city": arguments.get("city"), "temperature_c": 20, "conditions": "sunny"}
+
+
+@hookimpl
+def verify(session, response):
+    return {"reward": 1.0}
+
+
+@hookimpl
+def teardown_session(session):
+    _log(f"teardown {session.task.extra.get('id')}")

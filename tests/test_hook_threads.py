@@ -1,0 +1,120 @@
+"""Plain ``def`` hooks that block: ``gym collect`` and ``gym serve`` as real processes with a
+test environment (``tests/blocking_hooks.py``, loaded through an entry point) whose
+``call_tool`` sleeps or never returns. The other rollouts go on, ``--timeout`` and Ctrl-C
+still work, and the process exits when the run is done."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import GYM, ROOT, read_jsonl
+from .test_resume import count_lines, wait_for
+
+
+@pytest.fixture
+def blocking_env(gym_env, tmp_path):
+    """A ``gym`` environment where the ``blocking`` test plugin is installed (an entry point
+    on PYTHONPATH) and only it and the openai backend load."""
+    site = tmp_path / "site"
+    dist = site / "gym_blocking_test-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gym-blocking-test\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[gym.resources]\nblocking = tests.blocking_hooks\n")
+    return dict(gym_env, PYTHONPATH=f"{site}:{ROOT}", GYM_LOAD_PLUGINS="blocking,openai",
+                BLOCKING_HOOKS_LOG=str(tmp_path / "hooks.log"))
+
+
+def write_tasks(path: Path, blocks: list) -> Path:
+    """One task per entry of ``blocks``: how its get_weather call blocks (None: not at all)."""
+    path.write_text("".join(json.dumps({"responses_create_params": {"input": "weather in Paris?"},
+                                        "verifier_metadata": {"block": block}, "id": f"t{i}"}) + "\n"
+                            for i, block in enumerate(blocks)))
+    return path
+
+
+def args(tasks: Path, out: Path, *extra: str) -> list[str]:
+    return [GYM, "collect", "--agent", "blocking", "--model", "openai:m", "--input", str(tasks),
+            "--output", str(out), "-q", *extra]
+
+
+def hook_log(tmp_path: Path) -> list[str]:
+    path = tmp_path / "hooks.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def started(tmp_path: Path) -> int:
+    return sum(line.startswith("start") for line in hook_log(tmp_path))
+
+
+def torn_down(tmp_path: Path) -> list[str]:
+    return sorted(line.split()[1] for line in hook_log(tmp_path) if line.startswith("teardown"))
+
+
+def test_timeout_fails_rollouts_stuck_in_threads_and_the_others_are_written(tmp_path, blocking_env):
+    """8 tool calls that never return (more than the 6 threads asyncio's default pool has on
+    2 cores) among 40: the other 32 are written, the 8 fail as ``timeout``, every session is
+    torn down, and the process exits though 8 threads are still stuck."""
+    blocks = ["forever" if i % 5 == 0 else None for i in range(40)]
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", blocks), tmp_path / "out.jsonl"
+    result = subprocess.run(args(tasks, out, "--parallel", "16", "--timeout", "3", "--max-retries", "0"),
+                            env=blocking_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines, failed = read_jsonl(out), read_jsonl(tmp_path / "out.failures.jsonl")
+    assert sorted(line["task_index"] for line in lines) == [i for i, b in enumerate(blocks) if b is None]
+    assert sorted(f["task_index"] for f in failed) == [i for i, b in enumerate(blocks) if b]
+    assert {f["class"] for f in failed} == {"timeout"}
+    assert torn_down(tmp_path) == sorted(f"t{i}" for i in range(40))  # stuck ones too
+    metrics = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert metrics["hook_calls_stuck"] == 8 and "blocking.call_tool" in metrics["hook_calls_stuck_note"]
+    assert "hook_calls_stuck: 8" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_run_whose_only_stuck_thread_never_returns_still_exits(tmp_path, blocking_env):
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None, "forever", None]), tmp_path / "out.jsonl"
+    result = subprocess.run(args(tasks, out, "--timeout", "1", "--max-retries", "0"), env=blocking_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr  # the run's own status: one rollout failed
+    assert len(read_jsonl(out)) == 2
+    assert [f["class"] for f in read_jsonl(tmp_path / "out.failures.jsonl")] == ["timeout"]
+    metrics = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["hook_calls_stuck"] == 1
+    assert "hook_calls_stuck: 1" in result.stdout
+
+
+def test_ctrl_c_while_threads_are_stuck_exits_130_after_the_grace(tmp_path, blocking_env):
+    """No --timeout: 8 rollouts hang in their tool call; the other 32 are written while they
+    hang; Ctrl-C ends the run after the grace period and every session is torn down."""
+    blocks = ["forever" if i % 5 == 0 else None for i in range(40)]
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", blocks), tmp_path / "out.jsonl"
+    proc = subprocess.Popen(args(tasks, out, "--parallel", "16", "--grace", "0.5"), env=blocking_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: count_lines(out) >= 32, proc, timeout=60)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "cancelling 8 rollouts" in stderr and "Traceback" not in stderr
+    assert len(read_jsonl(out)) == 32 and not (tmp_path / "out.failures.jsonl").exists()
+    assert torn_down(tmp_path) == sorted(f"t{i}" for i in range(40))
+    assert "hook_calls_stuck: 8" in stdout
+
+
+def test_a_blocking_tool_runs_as_many_at_once_as_rollouts_in_flight(tmp_path, blocking_env):
+    """A tool that blocks 2 s, 32 rollouts in flight: the plugin sees far more than the 6
+    calls at once asyncio's default thread pool allows on 2 cores."""
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [2.0] * 32), tmp_path / "out.jsonl"
+    result = subprocess.run(args(tasks, out, "--parallel", "32"), env=blocking_env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(read_jsonl(out)) == 32
+    concurrency = [int(line.split()[1]) for line in hook_log(tmp_path) if line.startswith("start")]
+    assert len(concurrency) == 32 and max(concurrency) > 6, concurrency
