@@ -42,9 +42,14 @@ class RunControl:
                 if self.grace <= 0:
                     at_once = True
                 else:
-                    self._timer = asyncio.get_running_loop().call_later(self.grace, self.cancel)
+                    self._timer = asyncio.get_running_loop().call_later(self.grace, self._grace_over)
         if at_once:
             self.cancel()
+
+    def _grace_over(self) -> None:
+        if self.in_flight():
+            self.notify(f"gym: grace period of {self.grace:g}s over: cancelling {self.in_flight()} rollouts in flight")
+        self.cancel()
 
     def cancel(self) -> None:
         for task in self.tasks:
