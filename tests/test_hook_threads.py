@@ -118,3 +118,40 @@ def test_a_blocking_tool_runs_as_many_at_once_as_rollouts_in_flight(tmp_path, bl
     assert len(read_jsonl(out)) == 32
     concurrency = [int(line.split()[1]) for line in hook_log(tmp_path) if line.startswith("start")]
     assert len(concurrency) == 32 and max(concurrency) > 6, concurrency
+
+
+async def test_gym_serve_answers_beside_tool_calls_stuck_in_threads_and_still_stops(blocking_env):
+    """A runner with 8 tool calls stuck (more than asyncio's 6 default threads) still answers
+    another session's tool call, and SIGTERM still stops it after --shutdown-grace."""
+    import asyncio
+
+    import aiohttp
+
+    from .test_serve import get_json, gym_serve
+
+    def task(block):
+        return {"responses_create_params": {"input": "weather in Paris?"}, "verifier_metadata": {"block": block}}
+
+    with gym_serve("--agent", "blocking", "--model", "openai:m", "--shutdown-grace", "0.5",
+                   env=blocking_env) as (proc, url):
+        async with aiohttp.ClientSession() as http:
+            sessions = url + "/agents/blocking/sessions"
+            stuck = []
+            for _ in range(8):
+                status, opened = await get_json(http, "POST", sessions, task("forever"))
+                assert status == 201
+                stuck.append(asyncio.create_task(get_json(
+                    http, "POST", f"{sessions}/{opened['session_id']}/tools/get_weather", {"arguments": {}})))
+            status, opened = await get_json(http, "POST", sessions, task(None))
+            assert status == 201
+            status, answer = await asyncio.wait_for(get_json(
+                http, "POST", f"{sessions}/{opened['session_id']}/tools/get_weather",
+                {"arguments": {"city": "Oslo"}}), 60)
+            assert status == 200 and answer["ok"] and "Oslo" in answer["output"]
+            assert not any(call.done() for call in stuck)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+            for call in stuck:  # cut by the runner's shutdown, never answered
+                with pytest.raises(aiohttp.ClientError):
+                    await call
+        assert "gym serve: stopped" in proc.stderr.read()
