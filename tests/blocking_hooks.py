@@ -6,8 +6,10 @@ Each task says how its ``get_weather`` call behaves, in ``verifier_metadata``:
 ``{"block": 1.0}`` sleeps that long; anything else answers at once. Every hook call is logged,
 one line each, to the file named by ``$BLOCKING_HOOKS_LOG``: ``start N`` when a tool call
 starts (N: tool calls running at that moment, the concurrency the plugin sees), ``end``,
-``setup ID`` and ``teardown ID``. ``$BLOCKING_HOOKS_IMPORT_MARK``, when set, makes the import
-itself write that file and sleep 30 s (a plugin slow to load: a signal during start-up).
+``setup ID`` and ``teardown ID``. Start-up, for signals sent during it: when
+``$BLOCKING_HOOKS_IMPORT_MARK`` is set, the import itself writes that file and sleeps 30 s (a
+plugin slow to load); ``$BLOCKING_HOOKS_LIST_TOOLS_MARK`` does the same in ``list_tools``
+(inside the event loop), sleeping ``$BLOCKING_HOOKS_LIST_TOOLS_SLEEP`` seconds (default 30).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def _log(line: str) -> None:
 
 @hookimpl
 def list_tools():
+    if os.environ.get("BLOCKING_HOOKS_LIST_TOOLS_MARK"):
+        Path(os.environ["BLOCKING_HOOKS_LIST_TOOLS_MARK"]).write_text("listing\n")
+        time.sleep(float(os.environ.get("BLOCKING_HOOKS_LIST_TOOLS_SLEEP", 30)))
     return [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 
 

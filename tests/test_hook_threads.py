@@ -155,3 +155,117 @@ async def test_gym_serve_answers_beside_tool_calls_stuck_in_threads_and_still_st
                 with pytest.raises(aiohttp.ClientError):
                     await call
         assert "gym serve: stopped" in proc.stderr.read()
+
+
+# --- signals: `gym collect` exits 130 whatever phase it is in -------------------------------
+
+
+def start(argv: list[str], env: dict, **kwargs) -> subprocess.Popen:
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen) -> None:
+    wait_for(path.exists, proc, timeout=60)
+    assert proc.poll() is None, proc.communicate()
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=25)  # the grace is 30 s: 130 before it means "at once"
+    finally:
+        proc.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_while_plugins_load_exits_130(tmp_path, blocking_env, sig):
+    mark = tmp_path / "importing"
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None]), tmp_path / "out.jsonl"
+    proc = start(args(tasks, out), dict(blocking_env, BLOCKING_HOOKS_IMPORT_MARK=str(mark)))
+    wait_for_file(mark, proc)
+    proc.send_signal(sig)
+    _, stderr = finish(proc)
+    assert proc.returncode == 130, stderr
+    assert f"{sig.name}: stopped before the run started" in stderr
+    assert "Traceback" not in stderr and "Aborted!" not in stderr and not out.exists()
+
+
+def test_a_signal_while_the_environment_is_built_stops_before_any_rollout(tmp_path, blocking_env):
+    """In the event loop, before the first rollout (a slow ``list_tools``): the first SIGINT
+    lets start-up finish and runs nothing; exit 130, an empty output to resume."""
+    mark = tmp_path / "listing"
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None] * 4), tmp_path / "out.jsonl"
+    proc = start(args(tasks, out), dict(blocking_env, BLOCKING_HOOKS_LIST_TOOLS_MARK=str(mark),
+                                        BLOCKING_HOOKS_LIST_TOOLS_SLEEP="1"))
+    wait_for_file(mark, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = finish(proc)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+    assert read_jsonl(out) == [] and started(tmp_path) == 0
+    assert json.loads((tmp_path / "out.metrics.json").read_text())["status"] == "interrupted"
+    assert "resume with: gym collect" in stderr
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_two_signals_while_the_environment_is_built_exit_130_at_once(tmp_path, blocking_env, second):
+    mark = tmp_path / "listing"
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None]), tmp_path / "out.jsonl"
+    proc = start(args(tasks, out), dict(blocking_env, BLOCKING_HOOKS_LIST_TOOLS_MARK=str(mark)))
+    wait_for_file(mark, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(second)
+    _, stderr = finish(proc)  # list_tools sleeps 30 s: it was cut
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_two_signals_while_threads_are_stuck_exit_130_at_once(tmp_path, blocking_env, second):
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", ["forever"] * 8 + [None] * 8), tmp_path / "out.jsonl"
+    proc = start(args(tasks, out, "--parallel", "16"), blocking_env)
+    wait_for(lambda: count_lines(out) >= 8 and started(tmp_path) >= 16, proc, timeout=60)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(second)
+    stdout, stderr = finish(proc)
+    assert proc.returncode == 130, stderr
+    assert "again: cancelling 8 rollouts in flight now" in stderr and "Traceback" not in stderr
+    assert len(read_jsonl(out)) == 8 and "hook_calls_stuck: 8" in stdout
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_signal_while_the_summary_is_written_exits_130(tmp_path, blocking_env, count):
+    """The summary goes to a pipe that is full, so ``gym`` is stuck writing it when the signal
+    comes: one signal lets it finish the summary, a second stops it at once; 130 either way."""
+    import os
+
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None] * 3), tmp_path / "out.jsonl"
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    proc = start(args(tasks, out), blocking_env, stdout=write_end)
+    os.close(write_end)
+    try:
+        wait_for_file(tmp_path / "out.metrics.json", proc)
+        for _ in range(count):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        with os.fdopen(read_end, "rb") as pipe:
+            stdout = pipe.read().lstrip(b"x").decode()  # until gym exits
+        stderr = proc.stderr.read()
+        proc.wait(25)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert len(read_jsonl(out)) == 3 and "Traceback" not in stderr and "Aborted!" not in stderr
+    assert json.loads((tmp_path / "out.metrics.json").read_text())["status"] == "completed"
+    if count == 1:
+        assert "mean_reward: 1.0000" in stdout and "after the run had ended" in stderr
