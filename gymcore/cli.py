@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import click
 
 from . import __version__
 from .errors import GymError
+
+
+def exits_130_on_signals(command):
+    """:func:`gymcore.stopping.exits_130_on_signals`, imported when the command runs (so
+    ``gym --help`` does not import asyncio)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from .stopping import exits_130_on_signals as wrap
+
+        return wrap(command)(*args, **kwargs)
+    return wrapper
 
 
 def _fail(exc: Exception) -> "click.ClickException":
@@ -72,6 +84,7 @@ def cli():
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
 @click.pass_context
+@exits_130_on_signals
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
             max_retries, timeout, grace, quiet, servers, token):
@@ -104,7 +117,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
 
     from .agent import DEFAULT_MAX_STEPS, AgentConfig
     from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
-    from .stopping import DEFAULT_GRACE
+    from .stopping import DEFAULT_GRACE, ProcessSignals
     from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
     from .config import default_model, parse_set_options, parse_seed_args
     from .metrics import format_summary
@@ -164,7 +177,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         token=token or None,
     )
     try:
-        summary = asyncio.run(run_collect(load_plugins(), config))
+        summary = asyncio.run(ProcessSignals.current.main(run_collect(load_plugins(), config)))
     except GymError as exc:
         raise _fail(exc)
     except OSError as exc:  # the system refused a file or socket mid-run (disk full, too many open files)
