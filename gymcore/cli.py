@@ -263,6 +263,7 @@ def plugins_list(as_json):
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--parallel", "-p", type=click.IntRange(min=1), default=16, show_default=True,
               help="Rollouts verified at once.")
+@exits_130_on_signals
 def verify_command(rollouts, output, agent, overwrite, parallel):
     """Re-score stored rollouts: run verify again on every line of ROLLOUTS (no model
     calls) and write them, with the new rewards and metrics, to OUTPUT.
@@ -279,10 +280,11 @@ def verify_command(rollouts, output, agent, overwrite, parallel):
     from .metrics import format_summary
     from .plugins import load_plugins
     from .rescore import RescoreConfig, rescore
+    from .stopping import ProcessSignals
 
     config = RescoreConfig(rollouts=rollouts, output=output, agent=agent, overwrite=overwrite, parallel=parallel)
     try:
-        summary = asyncio.run(rescore(load_plugins(), config))
+        summary = asyncio.run(ProcessSignals.current.main(rescore(load_plugins(), config)))
     except GymError as exc:
         raise _fail(exc)
     click.echo(format_summary(summary))

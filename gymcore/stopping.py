@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import sys
 from typing import Any, Awaitable, Callable, ClassVar, TypeVar
@@ -126,7 +127,10 @@ class ProcessSignals:
     * ``run``: the run's :class:`RunControl` decides (grace, then cancel);
     * ``end``, after the run (the summary being written): finish it, then exit 130;
     * a second signal outside the run, or a third during it (a hook that blocks the event
-      loop keeps the run's own handling from running), stops at once.
+      loop keeps the run's own handling from running), stops now: :class:`Interrupted` is
+      raised where the program is, so ``finally`` blocks close the files;
+    * one more after that (the blocking goes on) ends the process on the spot, as ``kill -9``
+      would: each output line is flushed as it is written, so ``--resume`` continues.
     """
 
     current: ClassVar["ProcessSignals | None"] = None
@@ -140,6 +144,7 @@ class ProcessSignals:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task | None = None
         self._previous: dict[int, Any] = {}
+        self._raised = False
 
     def install(self) -> "ProcessSignals":
         for sig in SIGNALS:
@@ -176,13 +181,18 @@ class ProcessSignals:
         if self.phase == "run" and len(self.received) < 3:
             self._loop.call_soon_threadsafe(self.control._on_signal, signum)  # type: ignore[union-attr]
             return
-        if len(self.received) > 1:
-            self.notify(f"gym: {name} again: stopping now")
+        if self._raised:  # stopping now did not end it (a hook blocks, again): as kill -9 would
+            self.notify(f"gym: {name} again: exiting at once; every line written so far is kept")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        if len(self.received) > 1 or self.phase == "start":
+            if len(self.received) > 1:
+                self.notify(f"gym: {name} again: stopping now")
+            self._raised = True
             raise Interrupted(name)
-        if self.phase == "start":
-            raise Interrupted(name)
-        if self.phase == "loop":
-            self.notify(f"gym: {name}: stopping before any rollout starts (again to stop at once)")
+        if self.phase == "loop":  # gym collect: before the run proper; gym verify: all along
+            self.notify(f"gym: {name}: stopping (again to stop at once)")
             self._loop.call_soon_threadsafe(self._stop_start_up, signum)  # type: ignore[union-attr]
             return
         self.notify(f"gym: {name}: finishing the summary, then stopping (again to stop at once)")
@@ -207,8 +217,9 @@ def exits_130_on_signals(command: Callable[..., T]) -> Callable[..., T]:
         except (Interrupted, asyncio.CancelledError):
             if not signals.received:
                 raise
-            if signals.first_in in ("start", "loop") and len(signals.received) == 1:
-                signals.notify(f"gym: {signals.received[0]}: stopped before the run started")
+            if len(signals.received) == 1:
+                where = " before the run started" if signals.first_in == "start" else ""
+                signals.notify(f"gym: {signals.received[0]}: stopped{where}")
             raise click.exceptions.Exit(130) from None
         except click.exceptions.Exit as exc:
             if signals.received and exc.exit_code != 130:

@@ -10,6 +10,9 @@ starts (N: tool calls running at that moment, the concurrency the plugin sees), 
 ``$BLOCKING_HOOKS_IMPORT_MARK`` is set, the import itself writes that file and sleeps 30 s (a
 plugin slow to load); ``$BLOCKING_HOOKS_LIST_TOOLS_MARK`` does the same in ``list_tools``
 (inside the event loop), sleeping ``$BLOCKING_HOOKS_LIST_TOOLS_SLEEP`` seconds (default 30).
+``$BLOCKING_HOOKS_VERIFY=forever`` makes ``verify`` never return (for ``gym verify``), and
+:data:`LOOP_BLOCKER` is a second environment whose ``async def`` tool blocks the event loop
+itself (``time.sleep`` in a coroutine, a plugin bug).
 """
 
 from __future__ import annotations
@@ -72,9 +75,27 @@ def call_tool(name, arguments, session):
 
 @hookimpl
 def verify(session, response):
+    _log(f"verify {session.task.extra.get('id')}")
+    if os.environ.get("BLOCKING_HOOKS_VERIFY") == "forever":
+        _never.wait()
     return {"reward": 1.0}
 
 
 @hookimpl
 def teardown_session(session):
     _log(f"teardown {session.task.extra.get('id')}")
+
+
+class _LoopBlocker:
+    @hookimpl
+    def list_tools(self):
+        return list_tools()
+
+    @hookimpl
+    async def call_tool(self, name, arguments, session):
+        _log("start 1")
+        time.sleep(60)  # wrong in a coroutine: the whole event loop stops with it
+        return {}
+
+
+LOOP_BLOCKER = _LoopBlocker()

@@ -25,8 +25,9 @@ def blocking_env(gym_env, tmp_path):
     dist = site / "gym_blocking_test-0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gym-blocking-test\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[gym.resources]\nblocking = tests.blocking_hooks\n")
-    return dict(gym_env, PYTHONPATH=f"{site}:{ROOT}", GYM_LOAD_PLUGINS="blocking,openai",
+    (dist / "entry_points.txt").write_text("[gym.resources]\nblocking = tests.blocking_hooks\n"
+                                           "loopblocker = tests.blocking_hooks:LOOP_BLOCKER\n")
+    return dict(gym_env, PYTHONPATH=f"{site}:{ROOT}", GYM_LOAD_PLUGINS="blocking,loopblocker,openai",
                 BLOCKING_HOOKS_LOG=str(tmp_path / "hooks.log"))
 
 
@@ -38,8 +39,8 @@ def write_tasks(path: Path, blocks: list) -> Path:
     return path
 
 
-def args(tasks: Path, out: Path, *extra: str) -> list[str]:
-    return [GYM, "collect", "--agent", "blocking", "--model", "openai:m", "--input", str(tasks),
+def args(tasks: Path, out: Path, *extra: str, agent: str = "blocking") -> list[str]:
+    return [GYM, "collect", "--agent", agent, "--model", "openai:m", "--input", str(tasks),
             "--output", str(out), "-q", *extra]
 
 
@@ -270,3 +271,36 @@ def test_a_signal_while_the_summary_is_written_exits_130(tmp_path, blocking_env,
     if count == 1:
         assert "status: completed" in stdout and "rollouts_per_s" in stdout  # the whole summary
         assert "SIGINT came as the run ended: nothing was cut" in stderr
+
+
+def test_signals_stop_a_run_whose_event_loop_is_blocked(tmp_path, blocking_env):
+    """An ``async def`` tool that calls ``time.sleep``: the event loop itself is stuck, so the
+    run's own signal handling never runs. The third Ctrl-C raises where the loop is stuck;
+    the next tool call blocks the loop again, and the fourth ends the process: 130."""
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None] * 2), tmp_path / "out.jsonl"
+    proc = start(args(tasks, out, agent="loopblocker"), blocking_env)
+    wait_for(lambda: started(tmp_path) >= 1, proc, timeout=60)
+    sent = 0
+    while proc.poll() is None and sent < 6:
+        proc.send_signal(signal.SIGINT)
+        sent += 1
+        time.sleep(0.3)
+    _, stderr = finish(proc)
+    assert proc.returncode == 130, stderr
+    assert sent >= 3 and "SIGINT again: stopping now" in stderr and "Traceback" not in stderr
+    assert out.read_text() == ""
+
+
+def test_gym_verify_with_a_verify_stuck_in_a_thread_exits_130_on_ctrl_c(tmp_path, blocking_env):
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None] * 3), tmp_path / "out.jsonl"
+    assert subprocess.run(args(tasks, out), env=blocking_env, capture_output=True, timeout=60).returncode == 0
+    rescored = tmp_path / "rescored.jsonl"
+    proc = start([GYM, "verify", str(out), "--output", str(rescored)],
+                 dict(blocking_env, BLOCKING_HOOKS_VERIFY="forever"))
+    wait_for(lambda: sum(line.startswith("verify") for line in hook_log(tmp_path)) >= 3 + 3, proc, timeout=60)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, stderr = finish(proc)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+    assert rescored.read_text() == ""  # nothing was scored, nothing half-written
