@@ -111,7 +111,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     \b
     Exit status: 0 every rollout scored; 1 an error, some rollouts failed,
     or the run stopped early (--max-failures, rejected credentials);
-    130 interrupted (resume it).
+    130 after Ctrl-C or SIGTERM, at whatever point they came (resume it).
     """
     import asyncio
 
