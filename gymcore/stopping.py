@@ -18,6 +18,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 from typing import Any, Awaitable, Callable, ClassVar, TypeVar
 
 T = TypeVar("T")
@@ -147,8 +148,9 @@ class ProcessSignals:
         self._raised = False
 
     def install(self) -> "ProcessSignals":
-        for sig in SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        if threading.current_thread() is threading.main_thread():  # signals reach only that one
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         ProcessSignals.current = self
         return self
 
@@ -168,7 +170,7 @@ class ProcessSignals:
             self._main, self.phase = None, "end"
 
     def attach(self, control: RunControl) -> None:
-        self.control, self.phase = control, "run"
+        self._loop, self.control, self.phase = asyncio.get_running_loop(), control, "run"
 
     def detach(self, control: RunControl) -> None:
         if self.control is control:

@@ -304,3 +304,32 @@ def test_gym_verify_with_a_verify_stuck_in_a_thread_exits_130_on_ctrl_c(tmp_path
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "Aborted!" not in stderr
     assert rescored.read_text() == ""  # nothing was scored, nothing half-written
+
+
+# --- the pool itself (in-process, real threads) ---------------------------------------------
+
+
+async def test_a_given_up_call_frees_its_place_and_is_counted_stuck_until_it_returns():
+    import asyncio
+    import threading
+
+    from gymcore.hook_threads import HookThreads
+
+    pool = HookThreads(1)
+    release, ran = threading.Event(), []
+    stuck = asyncio.create_task(pool.run("env.call_tool", release.wait))
+    queued = asyncio.create_task(pool.run("env.verify", lambda: ran.append("queued")))
+    await asyncio.sleep(0.1)
+    assert not stuck.done() and not queued.done()  # one place, taken
+    queued.cancel()  # given up while waiting: never runs
+    stuck.cancel()  # given up while running: its place is free at once
+    assert await pool.run("env.teardown_session", lambda: "torn down") == "torn down"
+    assert pool.stuck() == {"env.call_tool": 1}
+    release.set()
+    for _ in range(500):  # bounded: until the released thread has returned
+        if not pool.stuck():
+            break
+        await asyncio.sleep(0.01)
+    assert pool.stuck() == {} and ran == []
+    with pytest.raises(ZeroDivisionError):  # a hook's exception reaches its caller
+        await pool.run("env.verify", lambda: 1 / 0)
