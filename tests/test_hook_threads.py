@@ -197,7 +197,7 @@ def test_a_signal_while_the_environment_is_built_stops_before_any_rollout(tmp_pa
     mark = tmp_path / "listing"
     tasks, out = write_tasks(tmp_path / "tasks.jsonl", [None] * 4), tmp_path / "out.jsonl"
     proc = start(args(tasks, out), dict(blocking_env, BLOCKING_HOOKS_LIST_TOOLS_MARK=str(mark),
-                                        BLOCKING_HOOKS_LIST_TOOLS_SLEEP="1"))
+                                        BLOCKING_HOOKS_LIST_TOOLS_SLEEP="3"))
     wait_for_file(mark, proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = finish(proc)
