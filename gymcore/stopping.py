@@ -14,6 +14,7 @@ stop now. During the run it hands the signals to the run's :class:`RunControl`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import os
 import signal
@@ -115,6 +116,12 @@ class Interrupted(BaseException):
     no ``except Exception`` on the way (a plugin loader, a hook) takes it for an error."""
 
 
+def _exit_130(signum: int, frame: Any) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -155,8 +162,17 @@ class ProcessSignals:
         return self
 
     def uninstall(self) -> None:
+        """Give the signals back. Where they had Python's defaults (the ``gym`` process), a
+        signal from now until the process is gone exits 130 at once, and from interpreter
+        shutdown on is ignored: the command is done and its files are closed, but a
+        ``KeyboardInterrupt`` during shutdown, or Python's own default handlers restored at
+        its very end, would exit 1 or -2 instead."""
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+            if previous in (signal.default_int_handler, signal.SIG_DFL):
+                signal.signal(sig, _exit_130)
+                atexit.register(signal.signal, sig, signal.SIG_IGN)
+            else:
+                signal.signal(sig, previous)
         self._previous.clear()
         if ProcessSignals.current is self:
             ProcessSignals.current = None
