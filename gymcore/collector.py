@@ -26,7 +26,7 @@ from .data import Rollout, Task, Timing, converter
 from .dataset import InputScan, iter_rows, scan_input
 from .eager_requests import requests_sent_at_once
 from .errors import GymError, InputError
-from .hook_threads import MAX_THREADS
+from .hook_threads import MAX_THREADS, stuck_summary
 from .limits import ensure_open_files
 from .metrics import RunStats
 from .plugins import Plugins
@@ -124,20 +124,6 @@ class _Progress:
             self.bar.n -= 1
             self.update(stats)  # final figures on the bar
             self.bar.close()
-
-
-def stuck_hook_calls(runner: RolloutRunner) -> dict[str, Any]:
-    """The summary's word on ``def`` hook calls that never returned (their threads are left
-    behind so the process can exit); nothing when there are none."""
-    stuck = getattr(runner, "stuck_hook_calls", dict)()
-    if not stuck:
-        return {}
-    count = sum(stuck.values())
-    where = ", ".join(f"{label} x{n}" for label, n in sorted(stuck.items()))
-    return {"hook_calls_stuck": count,
-            "hook_calls_stuck_note": f"{count} plain def hook calls ({where}) had not returned when the run "
-                                     "ended; their rollouts were given up (--timeout, a signal) and their "
-                                     "threads left behind; the process exits anyway"}
 
 
 async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
@@ -329,7 +315,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
         num_repeats=config.num_repeats,
         invocation=state.invocation,
         skipped_invalid_rows=scan.invalid,
-        **stuck_hook_calls(runner),
+        **stuck_summary(getattr(runner, "stuck_hook_calls", dict)()),  # a served runner keeps its own
     )
     write_json_atomic(metrics_path(output), summary)
     return summary

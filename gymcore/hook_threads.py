@@ -132,3 +132,16 @@ class HookThreads:
             call.loop.call_soon_threadsafe(_deliver, call.future, result, error)
         except RuntimeError:  # the loop is closed: the run ended while this call was stuck
             pass
+
+
+def stuck_summary(stuck: dict[str, int]) -> dict[str, Any]:
+    """The run summary's word on calls that never returned (their threads are left behind
+    so the process can exit): ``hook_calls_stuck`` and a note; nothing when there are none."""
+    if not stuck:
+        return {}
+    count = sum(stuck.values())
+    where = ", ".join(f"{label} x{n}" for label, n in sorted(stuck.items()))
+    return {"hook_calls_stuck": count,
+            "hook_calls_stuck_note": f"{count} plain def hook calls ({where}) had not returned when the run "
+                                     "ended; their rollouts were given up (--timeout, a signal) and their "
+                                     "threads left behind; the process exits anyway"}
