@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import click
 
 from . import __version__
 from .errors import GymError, UsageError
+
+
+def exits_130_on_signals(command):
+    """:func:`gymcore.stopping.exits_130_on_signals`, imported when the command runs (so
+    ``gym --help`` does not import asyncio)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from .stopping import exits_130_on_signals as wrap
+
+        return wrap(command)(*args, **kwargs)
+    return wrapper
 
 
 def _fail(exc: Exception) -> "click.ClickException":
@@ -88,6 +100,7 @@ def cli():
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
 @click.pass_context
+@exits_130_on_signals
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
             max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token):
@@ -122,14 +135,14 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     or the run stopped early (--max-failures, rejected credentials,
     a model server never reached);
     2 a usage error (the command line is wrong; nothing was started);
-    130 interrupted (resume it).
+    130 after Ctrl-C or SIGTERM, at whatever point they came (resume it).
     """
     import asyncio
 
     from .agent import DEFAULT_MAX_STEPS, AgentConfig
     from .backends import DEFAULT_MODEL_TIMEOUT
     from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
-    from .stopping import DEFAULT_GRACE
+    from .stopping import DEFAULT_GRACE, ProcessSignals
     from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
     from .config import default_model, merge_params, parse_set_options, parse_seed_args
     from .metrics import format_summary
@@ -195,7 +208,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         token=token or None,
     )
     try:
-        summary = asyncio.run(run_collect(load_plugins(), config))
+        summary = asyncio.run(ProcessSignals.current.main(run_collect(load_plugins(), config)))
     except GymError as exc:
         raise _fail(exc)
     except OSError as exc:  # the system refused a file or socket mid-run (disk full, too many open files)
@@ -281,6 +294,7 @@ def plugins_list(as_json):
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--parallel", "-p", type=click.IntRange(min=1), default=16, show_default=True,
               help="Rollouts verified at once.")
+@exits_130_on_signals
 def verify_command(rollouts, output, agent, overwrite, parallel):
     """Re-score stored rollouts: run verify again on every line of ROLLOUTS (no model
     calls) and write them, with the new rewards and metrics, to OUTPUT.
@@ -297,10 +311,11 @@ def verify_command(rollouts, output, agent, overwrite, parallel):
     from .metrics import format_summary
     from .plugins import load_plugins
     from .rescore import RescoreConfig, rescore
+    from .stopping import ProcessSignals
 
     config = RescoreConfig(rollouts=rollouts, output=output, agent=agent, overwrite=overwrite, parallel=parallel)
     try:
-        summary = asyncio.run(rescore(load_plugins(), config))
+        summary = asyncio.run(ProcessSignals.current.main(rescore(load_plugins(), config)))
     except GymError as exc:
         raise _fail(exc)
     click.echo(format_summary(summary))

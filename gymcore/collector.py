@@ -27,6 +27,7 @@ from .dataset import InputScan, iter_rows, scan_input
 from .eager_requests import requests_sent_at_once
 from .input_spool import run_input
 from .errors import GymError, InputError
+from .hook_threads import MAX_THREADS, stuck_summary
 from .limits import ensure_open_files
 from .metrics import RunStats
 from .plugins import Plugins
@@ -135,7 +136,8 @@ async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
 
         return await ServedRunner.create(config.servers, config.agent, config.agent_config, token=config.token,
                                          model=config.model or None, need_dataset=config.input is None)
-    return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config)
+    return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config,
+                                       hook_threads=config.parallel or MAX_THREADS)
 
 
 def resolve_input(config: CollectConfig, runner: RolloutRunner) -> Path:
@@ -329,6 +331,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
         num_repeats=config.num_repeats,
         invocation=state.invocation,
         skipped_invalid_rows=scan.invalid,
+        **stuck_summary(getattr(runner, "stuck_hook_calls", dict)()),  # a served runner keeps its own
     )
     write_json_atomic(metrics_path(output), summary)
     return summary

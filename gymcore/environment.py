@@ -2,7 +2,8 @@
 
 Tool calls are routed by name to the plugin that listed the tool (never by pluggy's
 ``firstresult``, which would take an ``async def`` plugin's coroutine as an answer), and
-whatever a hook returns is awaited here, in one place.
+whatever a hook returns is awaited here, in one place. Plain ``def`` hooks run in the
+environment's own :class:`~gymcore.hook_threads.HookThreads`, never asyncio's shared pool.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ import orjson
 
 from .data import Session, Task, Verdict, as_verdict
 from .errors import EnvironmentBuildError, UnknownAgentError
+from .hook_threads import MAX_THREADS, HookThreads
 from .plugins import Plugins
-
 
 
 class _PluginHooks:
     """The hooks of one plugin, each callable alone, with its sync/async nature known."""
 
-    def __init__(self, plugins: Plugins, name: str):
+    def __init__(self, plugins: Plugins, name: str, threads: HookThreads):
         manager = plugins.manager
         plugin = plugins.get(name)
         others = [p for p in manager.get_plugins() if p is not plugin]
         self.name = name
+        self.threads = threads
         self.callers: dict[str, tuple[Callable[..., list], bool]] = {}
         for hook in ("list_tools", "call_tool", "setup_session", "verify", "teardown_session",
                      "example_dataset", "example_rollouts"):
@@ -46,7 +48,7 @@ class _PluginHooks:
         if is_async:
             result = caller(**kwargs)
         elif thread:
-            result = await asyncio.to_thread(caller, **kwargs)
+            result = await self.threads.run(f"{self.name}.{hook}", caller, **kwargs)
         else:
             result = caller(**kwargs)
         if isinstance(result, list):  # a non-firstresult hook: one entry per implementation
@@ -68,9 +70,11 @@ def error_output(message: str) -> str:
 
 
 class Environment:
-    """Resource plugins ``names`` composed; build with :meth:`create` (it lists the tools)."""
+    """Resource plugins ``names`` composed; build with :meth:`create` (it lists the tools).
+    ``threads``: how many plain ``def`` hook calls may run at once (one per rollout in
+    flight is enough; capped at :data:`~gymcore.hook_threads.MAX_THREADS`)."""
 
-    def __init__(self, plugins: Plugins, names: list[str]):
+    def __init__(self, plugins: Plugins, names: list[str], *, threads: int = MAX_THREADS):
         known = plugins.names("resource")
         for name in names:
             if name not in known:
@@ -78,15 +82,16 @@ class Environment:
                 raise UnknownAgentError(f"unknown agent {name!r} (installed environments: {hint})")
         self.names = list(names)
         self.name = "+".join(names)
-        self._plugins = [_PluginHooks(plugins, name) for name in names]
+        self.threads = HookThreads(threads, name=f"gym-hook-{self.name}")
+        self._plugins = [_PluginHooks(plugins, name, self.threads) for name in names]
         self.tools: list[dict[str, Any]] = []
         self._route: dict[str, _PluginHooks] = {}
         self.example_dataset_path: Path | None = None
         self.example_rollouts_path: Path | None = None
 
     @classmethod
-    async def create(cls, plugins: Plugins, names: list[str]) -> "Environment":
-        env = cls(plugins, names)
+    async def create(cls, plugins: Plugins, names: list[str], *, threads: int = MAX_THREADS) -> "Environment":
+        env = cls(plugins, names, threads=threads)
         await env._gather_tools()
         env.example_dataset_path = await env._first_path("example_dataset")
         env.example_rollouts_path = await env._first_path("example_rollouts")

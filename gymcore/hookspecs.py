@@ -8,8 +8,10 @@ Two kinds of plugin exist, told apart by the entry-point group they are installe
 
 Any resource hook may be written ``def`` or ``async def``. gymcore awaits coroutines itself
 (pluggy knows nothing of asyncio) and runs plain ``def`` implementations of ``call_tool``,
-``setup_session``, ``verify`` and ``teardown_session`` in a worker thread, so a blocking tool
-never stalls the other rollouts. Prefer ``async def`` for fast tools: it skips the thread hop.
+``setup_session``, ``verify`` and ``teardown_session`` in a worker thread of the
+environment's own pool (as many threads as rollouts in flight, at most 256), so a blocking
+tool never stalls the other rollouts, and one that never returns fails only its own rollout
+(``--timeout``). Prefer ``async def`` for fast tools: it skips the thread hop.
 """
 
 from __future__ import annotations

@@ -87,11 +87,11 @@ async def _rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
         refuse_to_overwrite(output, hint="pass --overwrite to replace it")
     envs: dict[str, Environment] = {}
     for name in sorted(check_rollouts_file(source, config.agent)):  # before anything is written
-        envs[name] = await Environment.create(plugins, split_agent(name))
+        envs[name] = await Environment.create(plugins, split_agent(name), threads=config.parallel)
 
     async def env_for(agent: str) -> Environment:  # lines appended since the check may name others
         if agent not in envs:
-            envs[agent] = await Environment.create(plugins, split_agent(agent))
+            envs[agent] = await Environment.create(plugins, split_agent(agent), threads=config.parallel)
         return envs[agent]
 
     # The file's number of repeats is not known up front: pass@k is folded at the end.

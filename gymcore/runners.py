@@ -11,6 +11,7 @@ from .agent import AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
 from .data import Rollout, Task
 from .environment import Environment
+from .hook_threads import MAX_THREADS
 from .judge import Judge
 from .plugins import Plugins
 from .reach import ModelReach
@@ -48,8 +49,9 @@ class EmbeddedRunner:
         self.example_dataset_name = str(env.example_dataset_path) if env.example_dataset_path else None
 
     @classmethod
-    async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig) -> "EmbeddedRunner":
-        env = await Environment.create(plugins, split_agent(agent))
+    async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig, *,
+                     hook_threads: int = MAX_THREADS) -> "EmbeddedRunner":
+        env = await Environment.create(plugins, split_agent(agent), threads=hook_threads)
         context = ModelContext(environment=env, timeout=config.model_timeout)
         backend = create_backend(plugins, model, context)
         judge = Judge(create_backend(plugins, config.judge_model, context), config.retry) \
@@ -59,6 +61,10 @@ class EmbeddedRunner:
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:
         return await run_rollout(self.env, self.model, task, task_index=task_index,
                                  rollout_index=rollout_index, config=self.config, judge=self.judge)
+
+    def stuck_hook_calls(self) -> dict[str, int]:
+        """``def`` hook calls still running in a thread whose rollout gave up on them."""
+        return dict(self.env.threads.stuck())
 
     async def aclose(self) -> None:
         try:
