@@ -91,7 +91,8 @@ def badvalues_env(gym_env, tmp_path):
 
 def runner_env(env: dict) -> dict:
     """A ``gym serve`` environment with ``badvalues`` installed and the fake model's URL."""
-    return {**serve_env(), **{k: v for k, v in env.items() if k.startswith(("OPENAI_", "BADVALUES", "PYTHON", "GYM_LOAD"))}}
+    passed = ("OPENAI_", "BADVALUES", "PYTHON", "GYM_LOAD")
+    return {**serve_env(), **{k: v for k, v in env.items() if k.startswith(passed)}}
 
 
 def row(kind: str, city: str = "Paris", **extra) -> dict:
