@@ -3,7 +3,8 @@ model faults, resume until done, then count what was lost, duplicated, garbled o
 
 The fake OpenAI server (``tests/fake_openai.py``, in a thread of this process) answers a
 fraction ``--fault-rate`` of requests with a fault drawn from ``--faults`` (503, 500, 429
-with ``Retry-After``, a dropped connection, a 200 that is not JSON). Each round starts
+with ``Retry-After``, a dropped connection, a 200 that is not JSON, a 200 whose reply says
+it failed or was cancelled). Each round starts
 ``gym collect`` (``--resume`` after the first), waits until it has written something more,
 sleeps a random moment and sends SIGKILL. Then ``--resume`` runs without kills until the
 failures sidecar is empty (or ``--max-resumes``). Figures printed at the end:
@@ -42,6 +43,8 @@ FAULTS = {
     "429": {"status": 429, "retry_after": 0.05},
     "reset": {"reset": True},
     "malformed": {"malformed": True},
+    "failed": {"patch": {"status": "failed", "error": {"code": "server_error", "message": "injected failure"}}},
+    "cancelled": {"patch": {"status": "cancelled"}},
 }
 
 
