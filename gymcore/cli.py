@@ -76,10 +76,14 @@ def cli():
               help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
+@click.option("--return-tokens", is_flag=True, help="Record each model call's exact token ids and logprobs "
+              "(prompt_token_ids, generation_token_ids, generation_log_probs on its last output item) and "
+              "token_monotonic per rollout, for RL trainers; --model openai-chat: against vLLM >= 0.10.2. "
+              "A call that comes back without them fails as 'model:no_tokens'. With --server, give it to `gym serve` instead. See docs/training.md.")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, model_timeout, grace, quiet, servers, token):
+            max_retries, timeout, model_timeout, grace, quiet, servers, token, return_tokens):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -151,6 +155,9 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if servers and model_timeout is not None:  # the runners call the model, with their own bound
         raise click.UsageError("--model-timeout bounds the model calls of this process; with --server the "
                                "runners call the model: pass it to `gym serve --model-timeout` instead")
+    if servers and return_tokens:
+        raise click.UsageError("--return-tokens asks the model for token ids; with --server the runners call "
+                               "the model: pass it to `gym serve --return-tokens` instead")
     retry = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
     config = CollectConfig(
         agent=str(given["agent"]),
@@ -161,7 +168,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         num_repeats=given["num_repeats"] or 1,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
         agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
-                                 retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT),
+                                 retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT,
+                                 return_tokens=return_tokens),
         progress=not quiet,
         resume=resume,
         overwrite=overwrite,
@@ -519,8 +527,12 @@ def view(ctx, file, host, port):
 @click.option("--max-steps", type=click.IntRange(min=1), help="Default step bound of hosted rollouts. Default: 16.")
 @click.option("--model-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Bound each model call, per attempt, as for `gym collect`. Default: 600.")
+@click.option("--return-tokens", is_flag=True, help="Record each model call's exact token ids and logprobs "
+              "(prompt_token_ids, generation_token_ids, generation_log_probs on its last output item) and "
+              "token_monotonic per rollout, for RL trainers; --model openai-chat: against vLLM >= 0.10.2. "
+              "A call that comes back without them fails as 'model:no_tokens'. See docs/training.md.")
 def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
-          model_timeout):
+          model_timeout, return_tokens):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -545,7 +557,7 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     try:
         check_bind(host, token)
         agent_config = AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS,
-                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT)
+                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT, return_tokens=return_tokens)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
                          max_body_size=max_body_size, agent_config=agent_config)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))

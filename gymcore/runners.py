@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
 from .agent import AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
 from .data import Rollout, Task
@@ -51,9 +53,10 @@ class EmbeddedRunner:
     async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig,
                      judge_model: str | None = None) -> "EmbeddedRunner":
         env = await Environment.create(plugins, split_agent(agent))
-        context = ModelContext(environment=env, timeout=config.model_timeout)
+        context = ModelContext(environment=env, timeout=config.model_timeout, return_tokens=config.return_tokens)
         backend = create_backend(plugins, model, context)
-        judge = Judge(create_backend(plugins, judge_model, context), config.retry) if judge_model else None
+        judge_context = attrs.evolve(context, return_tokens=False)  # the judge's tokens are not trained on
+        judge = Judge(create_backend(plugins, judge_model, judge_context), config.retry) if judge_model else None
         return cls(env, backend, config, judge)
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:

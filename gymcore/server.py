@@ -157,7 +157,8 @@ class Host:
                 env = await Environment.create(self.plugins, split_agent(spec))
                 if env.name in self.agents:
                     raise GymError(f"agent {env.name!r} is given twice")
-                context = ModelContext(environment=env, timeout=self.agent_config.model_timeout)
+                context = ModelContext(environment=env, timeout=self.agent_config.model_timeout,
+                                       return_tokens=self.agent_config.return_tokens)
                 model = create_backend(self.plugins, self.model_spec, context)
                 self.agents[env.name] = HostedAgent(env.name, env, model)
             # plugin_inventory runs its own event loop, so it gets a thread of its own.
@@ -333,7 +334,8 @@ class Host:
         retries = int_field(body, "max_retries", self.agent_config.retry.max_retries, 0)
         config = AgentConfig(max_steps=int_field(body, "max_steps", self.agent_config.max_steps, 1),
                              overrides=self.agent_config.overrides,
-                             retry=attrs.evolve(self.agent_config.retry, max_retries=retries))
+                             retry=attrs.evolve(self.agent_config.retry, max_retries=retries),
+                             return_tokens=self.agent_config.return_tokens)
         overrides = body.get("overrides")
         if overrides is not None:
             if not isinstance(overrides, dict):

@@ -22,9 +22,14 @@ def _factory(mode: str):
 
         if not name:
             raise GymError(f"--model {mode}: needs a model name, e.g. {mode}:gpt-4.1-mini")
+        if getattr(context, "return_tokens", False) and mode != "openai-chat":
+            raise GymError(f"--return-tokens: the Responses API (--model {mode}:{name}) returns no token ids; "
+                           f"serve the model with vLLM (>= 0.10.2) and use --model openai-chat:{name}")
         settings: dict = dict(openai_settings())
         if context.timeout is not None:
             settings["timeout"] = context.timeout
+        if getattr(context, "return_tokens", False):
+            settings["return_tokens"] = True
         return OpenAIBackend(name, mode=mode, **{**settings, **(context.options or {})})
 
     return factory
