@@ -507,6 +507,36 @@ def view(ctx, file, host, port):
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
+@cli.command("export")
+@click.argument("run", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["sft", "sequences"]), required=True,
+              help="sft: OpenAI chat-format fine-tuning rows (messages with tool calls, plus tools); "
+              "sequences: token rows (input_ids, loss_mask, logprobs) of a run collected with --return-tokens.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Output JSONL (replaced when complete).")
+@click.option("--min-reward", type=float, help="Export only rollouts whose reward is at least this.")
+@click.option("--on-drift", type=click.Choice(["fork", "strict"]), default="fork", show_default=True,
+              help="sequences: when a call's prompt ids do not extend the previous call's, start a new row "
+              "(fork) or stop with an error naming the line (strict).")
+def export_command(run, fmt, output, min_reward, on_drift):
+    """Export the scored rollouts of RUN (a `gym collect` output) for a trainer.
+
+    Failures are never exported: lines with an error or no reward are skipped, and the
+    failures sidecar is never read. See docs/training.md.
+
+    \b
+      gym export results/run.jsonl --format sft --min-reward 1 -o sft.jsonl
+      gym export results/run.jsonl --format sequences -o sequences.jsonl
+    """
+    from .export import export
+
+    try:
+        stats = export(run, output, fmt, min_reward=min_reward, on_drift=on_drift)
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(stats.summary(fmt, output), err=True)
+
+
 @cli.command()
 @click.option("--agent", "-a", "agents", multiple=True, required=True,
               help="Environment to host (repeatable; compose with a,b), e.g. weather.")

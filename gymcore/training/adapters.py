@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .sequences import model_calls, to_sequences
+from .sequences import _line_of, model_calls, to_sequences
 
 
 def _split(rollout: Any) -> tuple[list[int], list[int], list[int], list[float], float]:
@@ -49,7 +49,15 @@ def verl_agent_loop_output(rollout: Any) -> dict[str, Any]:
     token, 0 for tool response token"), ``response_logprobs``, ``reward_score``,
     ``num_turns`` and ``metrics``; ``AgentLoopOutput(**verl_agent_loop_output(r))``."""
     prompt, response, mask, logprobs, reward = _split(rollout)
-    line = rollout if isinstance(rollout, dict) else None
-    turns = (line or {}).get("turns") if line is not None else getattr(rollout, "turns", 0)
     return {"prompt_ids": prompt, "response_ids": response, "response_mask": mask, "response_logprobs": logprobs,
-            "reward_score": reward, "num_turns": turns or 0, "metrics": {}, "extra_fields": {}}
+            "reward_score": reward, "num_turns": _chat_turns(rollout), "metrics": {}, "extra_fields": {}}
+
+
+def _chat_turns(rollout: Any) -> int:
+    """verl's ``num_turns``: messages of the chat, "including user, assistant, tool" (the
+    input's, one per model call, one per tool output)."""
+    line = _line_of(rollout)
+    task_input = (line.get("responses_create_params") or {}).get("input")
+    given = 1 if isinstance(task_input, str) else len(task_input or [])
+    output = (line.get("response") or {}).get("output") or []
+    return given + len(model_calls(line)) + sum(1 for item in output if item.get("type") == "function_call_output")
