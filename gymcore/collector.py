@@ -192,7 +192,7 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
         input=input_name, input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
         model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit,
-        judge_model=config.judge_model)
+        judge_model=config.judge_model, return_tokens=config.agent_config.return_tokens)
     state = ResumeState()
     if config.resume:
         state = resume(config.output, record, stats.add_line)

@@ -144,3 +144,12 @@ def test_gym_serve_passes_return_tokens_through(fake, tmp_path):
     lines = read_jsonl(out)
     assert len(lines) == 2
     assert all(line["token_monotonic"] is True and len(token_items(line)) == 2 for line in lines)
+
+
+def test_resume_refuses_to_mix_rollouts_with_and_without_tokens(fake, tmp_path):
+    result, out = collect(fake, tmp_path, "--limit", "1", n=2)
+    assert result.returncode == 0, result.stderr
+    result, _ = collect(fake, tmp_path, "--return-tokens", "--resume", n=2)
+    assert result.returncode == 1
+    assert "return tokens" in result.stderr
+    assert len(read_jsonl(out)) == 1 and "token_monotonic" not in read_jsonl(out)[0]
