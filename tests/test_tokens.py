@@ -153,3 +153,12 @@ def test_resume_refuses_to_mix_rollouts_with_and_without_tokens(fake, tmp_path):
     assert result.returncode == 1
     assert "return tokens" in result.stderr
     assert len(read_jsonl(out)) == 1 and "token_monotonic" not in read_jsonl(out)[0]
+
+
+def test_a_backend_that_ignores_return_tokens_fails_as_no_tokens(fake, tmp_path):
+    """replay returns recorded turns without token ids: the agent loop, not the backend, refuses them."""
+    result, out = collect(fake, tmp_path, "--return-tokens", model="replay", n=1)
+    assert result.returncode == 1
+    assert read_jsonl(out) == []
+    [failure] = read_jsonl(failures_path(out))
+    assert failure["error"]["kind"] == "no_tokens" and "generation_token_ids" in failure["error"]["message"]
