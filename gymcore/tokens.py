@@ -83,13 +83,16 @@ def requiring_tokens(create_response: Callable[[dict[str, Any]], Awaitable[dict[
 def is_monotonic(items: list[dict[str, Any]]) -> bool | None:
     """Whether every call's prompt ids start with the previous call's prompt + generation
     ids (one token stream a trainer can use as is); ``None`` if no item carries tokens."""
-    previous: list[int] | None = None
+    seen: tuple[list[int], list[int]] | None = None
     for item in items:
         tokens = call_tokens(item)
         if tokens is None:
             continue
         prompt, generation, _ = tokens
-        if previous is not None and (len(prompt) < len(previous) or prompt[:len(previous)] != previous):
-            return False
-        previous = list(prompt) + list(generation)
-    return None if previous is None else True
+        if seen is not None:
+            before, generated = seen
+            start, end = len(before), len(before) + len(generated)
+            if prompt[:start] != before or prompt[start:end] != generated:
+                return False
+        seen = prompt, generation
+    return None if seen is None else True

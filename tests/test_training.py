@@ -229,3 +229,31 @@ def test_export_sequences_of_a_run_without_tokens_names_the_line(runs, tmp_path)
     run.write_text(converter_line(line) + "{not json\n")
     result = export(run, "--format", "sft", "-o", tmp_path / "out.jsonl")
     assert result.returncode == 1 and f"{run}:2: not a JSON line" in result.stderr
+
+
+def test_the_documented_trl_rollout_func_runs(fake_openai, monkeypatch):
+    """docs/examples/trl_grpo.py's rollout_func, as TRL would call it (TRL itself not needed)."""
+    import importlib.util
+    import json
+    from types import SimpleNamespace
+
+    from .conftest import ROOT, SECRET_KEY
+
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("GYM_MODEL", "openai-chat:m")
+    spec = importlib.util.spec_from_file_location("trl_grpo", ROOT / "docs/examples/trl_grpo.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = [json.loads(line) for line in (ROOT / "plugins/gym-weather/gym_weather/data/example.jsonl")
+            .read_text().splitlines()[:2]]
+    prompts = [row["responses_create_params"]["input"] for row in rows]
+    fake_openai.faults = [{"status": 400}]  # one rollout fails, and is collected again
+    out = example.rollout_func(prompts, SimpleNamespace(num_generations=2))
+    assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["env_mask"]) == 4
+    assert example.gym_reward(None, **{k: v for k, v in out.items() if k == "reward"}) == out["reward"]
+    assert all(r is not None for r in out["reward"])
+    assert fake_openai.faults == []  # the failed rollout was collected again
+    for i, row in enumerate(rows):  # in prompt order, num_generations each (fake tokens are bytes)
+        user = row["responses_create_params"]["input"][-1]["content"]
+        assert all(user in bytes(ids).decode() for ids in out["prompt_ids"][2 * i:2 * i + 2])
