@@ -145,7 +145,10 @@ def token_request_fields(request: dict[str, Any]) -> dict[str, Any]:
     ``vllm/entrypoints/openai/chat_completion/protocol.py``): ``ChatCompletionRequest.
     return_token_ids`` puts ``prompt_token_ids`` on the ``ChatCompletionResponse`` and
     ``token_ids`` on each ``ChatCompletionResponseChoice``; ``logprobs`` fills
-    ``choice.logprobs.content[].logprob``. ``top_logprobs`` 0 (not null: vLLM takes null as
+    ``choice.logprobs.content[].logprob`` (``return_token_ids``: vllm-project/vllm PR #22587,
+    merged August 2025, first released in v0.10.2; PR #28256, November 2025, fixed
+    ``token_ids`` missing with a reasoning parser: such an older server answers without
+    them, which is ``model:no_tokens``). ``top_logprobs`` 0 (not null: vLLM takes null as
     "no logprobs", as NeMo Gym's ``responses_api_models/vllm_model/app.py`` notes). ``n`` is
     1: one choice, one token stream."""
     top = request.get("top_logprobs")
