@@ -54,12 +54,12 @@ def chat_requests(fake: FakeOpenAI) -> list[dict]:
 
 
 def test_each_call_records_vllm_tokens_under_nemo_gym_names(fake, tmp_path):
-    result, out = collect(fake, tmp_path, "--return-tokens", n=1)
+    result, out = collect(fake, tmp_path, "--return-tokens", "--set", "responses_create_params.n=3", n=1)
     assert result.returncode == 0, result.stderr
     [line] = read_jsonl(out)
     requests = chat_requests(fake)
     assert len(requests) == 2 == line["turns"]  # weather: a tool call, then the answer
-    for body in requests:  # asked the vLLM way, one choice
+    for body in requests:  # asked the vLLM way, one choice whatever the row or --set say
         assert body["return_token_ids"] is True and body["logprobs"] is True
         assert body["n"] == 1 and body["top_logprobs"] == 0
     items = token_items(line)
