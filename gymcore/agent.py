@@ -18,6 +18,7 @@ from .errors import ModelError
 from .judge import Judge, JudgeError
 from .replies import checked, mark_cut_off
 from .retry import RetryPolicy, call_with_retries
+from .tokens import is_monotonic, requiring_tokens
 
 #: A model that keeps calling tools is stopped after this many model calls by default.
 DEFAULT_MAX_STEPS = 16
@@ -35,6 +36,8 @@ class AgentConfig:
     #: ``BACKEND:NAME`` of the judge model ``verify`` may call (``session.judge``); built by
     #: the runner, embedded or served, next to the policy's backend
     judge_model: str | None = None
+    #: ask the backend for token ids and logprobs per call (:mod:`gymcore.tokens`)
+    return_tokens: bool = False
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
@@ -104,6 +107,8 @@ async def run_rollout(
     session = None
     judged = judge.for_rollout() if judge is not None else None
     create_response = checked(model)  # a reply that says it failed raises, and is retried
+    if config.return_tokens:  # a reply without its tokens is model:no_tokens, never a turn
+        create_response = requiring_tokens(create_response, model.label)
     stage = "setup_session"  # which hook was running, for the error message
     try:
         session = await env.open_session(task, judge=judged)
@@ -137,6 +142,8 @@ async def run_rollout(
                 items.append({"type": "function_call_output", "call_id": call.get("call_id"), "output": text})
             timing.tools_s += clock() - t0
         rollout.stop_reason = stop
+        if config.return_tokens:
+            rollout.token_monotonic = is_monotonic(items)
         response = dict(last)
         response["output"] = episode_output(items)
         response["usage"] = usage

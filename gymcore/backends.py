@@ -40,6 +40,11 @@ class ModelContext:
     #: raise ``ModelError(kind="timeout")``. ``None``: the backend's own default. A backend
     #: that calls no server (``replay``) ignores it.
     timeout: float | None = None
+    #: ``--return-tokens``: put ``prompt_token_ids``, ``generation_token_ids`` and
+    #: ``generation_log_probs`` on the last output item of every reply (see
+    #: :mod:`gymcore.tokens`); a backend that cannot should raise ``GymError`` saying so.
+    #: One that ignores it fails every call as ``model:no_tokens``.
+    return_tokens: bool = False
 
 
 @attrs.define

@@ -99,11 +99,15 @@ def cli():
               help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
+@click.option("--return-tokens", is_flag=True, help="Record each model call's exact token ids and logprobs "
+              "(prompt_token_ids, generation_token_ids, generation_log_probs on its last output item) and "
+              "token_monotonic per rollout, for RL trainers; --model openai-chat: against vLLM >= 0.10.2. "
+              "A call that comes back without them fails as 'model:no_tokens'. With --server, give it to `gym serve` instead. See docs/training.md.")
 @click.pass_context
 @exits_130_on_signals
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token):
+            max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token, return_tokens):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -184,6 +188,9 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if servers and model_timeout is not None:  # the runners call the model, with their own bound
         raise click.UsageError("--model-timeout bounds the model calls of this process; with --server the "
                                "runners call the model: pass it to `gym serve --model-timeout` instead")
+    if servers and return_tokens:
+        raise click.UsageError("--return-tokens asks the model for token ids; with --server the runners call "
+                               "the model: pass it to `gym serve --return-tokens` instead")
     retry = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
     config = CollectConfig(
         agent=str(given["agent"]),
@@ -195,7 +202,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
         agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
                                  retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT,
-                                 judge_model=judge_model or None),
+                                 judge_model=judge_model or None, return_tokens=return_tokens),
         progress=not quiet,
         resume=resume,
         overwrite=overwrite,
@@ -535,6 +542,36 @@ def view(ctx, file, host, port):
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
+@cli.command("export")
+@click.argument("run", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["sft", "sequences"]), required=True,
+              help="sft: OpenAI chat-format fine-tuning rows (messages with tool calls, plus tools); "
+              "sequences: token rows (input_ids, loss_mask, logprobs) of a run collected with --return-tokens.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Output JSONL (replaced when complete).")
+@click.option("--min-reward", type=float, help="Export only rollouts whose reward is at least this.")
+@click.option("--on-drift", type=click.Choice(["fork", "strict"]), default="fork", show_default=True,
+              help="sequences: when a call's prompt ids do not extend the previous call's, start a new row "
+              "(fork) or stop with an error naming the line (strict).")
+def export_command(run, fmt, output, min_reward, on_drift):
+    """Export the scored rollouts of RUN (a `gym collect` output) for a trainer.
+
+    Failures are never exported: lines with an error or no reward are skipped, and the
+    failures sidecar is never read. See docs/training.md.
+
+    \b
+      gym export results/run.jsonl --format sft --min-reward 1 -o sft.jsonl
+      gym export results/run.jsonl --format sequences -o sequences.jsonl
+    """
+    from .export import export
+
+    try:
+        stats = export(run, output, fmt, min_reward=min_reward, on_drift=on_drift)
+    except GymError as exc:
+        raise _fail(exc)
+    click.echo(stats.summary(fmt, output), err=True)
+
+
 @cli.command()
 @click.option("--agent", "-a", "agents", multiple=True, required=True,
               help="Environment to host (repeatable; compose with a,b), e.g. weather.")
@@ -557,8 +594,12 @@ def view(ctx, file, host, port):
               help="Bound each model call, per attempt, as for `gym collect`. Default: 600.")
 @click.option("--judge-model", metavar="BACKEND:NAME", help="A model the agents' verify may call, as for "
               "`gym collect --judge-model`. Default: none.")
+@click.option("--return-tokens", is_flag=True, help="Record each model call's exact token ids and logprobs "
+              "(prompt_token_ids, generation_token_ids, generation_log_probs on its last output item) and "
+              "token_monotonic per rollout, for RL trainers; --model openai-chat: against vLLM >= 0.10.2. "
+              "A call that comes back without them fails as 'model:no_tokens'. See docs/training.md.")
 def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
-          model_timeout, judge_model):
+          model_timeout, judge_model, return_tokens):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -584,7 +625,8 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     try:
         check_bind(host, token)
         agent_config = AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS,
-                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT, judge_model=judge_model or None)
+                                   model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT, judge_model=judge_model or None,
+                                   return_tokens=return_tokens)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
                          max_body_size=max_body_size, agent_config=agent_config)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))

@@ -85,6 +85,9 @@ class Rollout:
     error: dict[str, Any] | None = None
     #: tokens the judge model used for this rollout's verify (``None``: no judge call)
     judge_usage: dict[str, Any] | None = None
+    #: with --return-tokens: whether every call's prompt ids extend the previous call's
+    #: prompt + generation ids (:func:`gymcore.tokens.is_monotonic`); ``None``: no tokens
+    token_monotonic: bool | None = None
 
 
 converter = cattrs.Converter()
@@ -110,6 +113,7 @@ def _structure_task(row: dict[str, Any], _type: type) -> Task:
 OUTPUT_KEYS = (
     "task_index", "rollout_index", "agent", "model", "response", "reward",
     "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error", "judge_usage",
+    "token_monotonic",
 )
 #: The keys a failures-sidecar line adds to the row (``runfiles.failure_record``), besides
 #: ``task_index``, ``rollout_index``, ``agent``, ``model`` and ``error``.
@@ -144,6 +148,8 @@ def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
     line["error"] = rollout.error
     if rollout.judge_usage is not None:
         line["judge_usage"] = rollout.judge_usage
+    if rollout.token_monotonic is not None:
+        line["token_monotonic"] = rollout.token_monotonic
     return line
 
 
@@ -167,6 +173,7 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
         timing=converter.structure(line.get("timing") or {}, Timing),
         error=line.get("error"),
         judge_usage=line.get("judge_usage"),
+        token_monotonic=line.get("token_monotonic"),
     )
 
 

@@ -130,7 +130,10 @@ def register_models(register):
     ``factory(name, context)``, where ``name`` is the text after the colon (may be empty)
     and ``context`` is a :class:`gymcore.backends.ModelContext` (the environment, for
     backends that need its data; ``timeout``, the seconds one call may take, from
-    ``--model-timeout``). The factory returns an object with
+    ``--model-timeout``; ``return_tokens``, from ``--return-tokens``: put the call's
+    ``prompt_token_ids``, ``generation_token_ids`` and ``generation_log_probs`` on the last
+    output item of every reply, or raise ``GymError`` from the factory if the backend
+    cannot; see ``gymcore.tokens``). The factory returns an object with
 
     * ``async def create_response(self, request: dict) -> dict``: take a Responses-API
       request body (``model``, ``input``, ``tools``, sampling parameters) and return a

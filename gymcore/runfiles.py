@@ -160,14 +160,15 @@ class RunRecord:
     num_repeats: int
     limit: int | None
     judge_model: str | None = None  # a judge scores differently: part of what the run is
+    return_tokens: bool = False  # --return-tokens: every rollout of the run has token ids, or none
     gymcore_version: str = __version__
     invocations: int = 1
     #: the copy beside the output that a piped input was spooled to (see ``input_spool``)
     input_copy: str | None = None
 
-    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model")
+    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model", "return_tokens")
     _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model", "judge_model": "judge model",
-               "overrides": "request overrides", "max_steps": "max steps"}
+               "overrides": "request overrides", "max_steps": "max steps", "return_tokens": "return tokens"}
 
     @classmethod
     def load(cls, path: Path) -> "RunRecord":

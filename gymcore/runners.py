@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
 from .agent import AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
 from .data import Rollout, Task
@@ -52,9 +54,10 @@ class EmbeddedRunner:
     async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig, *,
                      hook_threads: int = MAX_THREADS) -> "EmbeddedRunner":
         env = await Environment.create(plugins, split_agent(agent), threads=hook_threads)
-        context = ModelContext(environment=env, timeout=config.model_timeout)
+        context = ModelContext(environment=env, timeout=config.model_timeout, return_tokens=config.return_tokens)
         backend = create_backend(plugins, model, context)
-        judge = Judge(create_backend(plugins, config.judge_model, context), config.retry) \
+        judge_context = attrs.evolve(context, return_tokens=False)  # the judge's tokens are not trained on
+        judge = Judge(create_backend(plugins, config.judge_model, judge_context), config.retry) \
             if config.judge_model else None
         return cls(env, backend, config, judge)
 

@@ -160,10 +160,12 @@ class Host:
                 env = await Environment.create(self.plugins, split_agent(spec))
                 if env.name in self.agents:
                     raise UsageError(f"agent {env.name!r} is given twice")
-                context = ModelContext(environment=env, timeout=self.agent_config.model_timeout)
+                context = ModelContext(environment=env, timeout=self.agent_config.model_timeout,
+                                       return_tokens=self.agent_config.return_tokens)
                 model = create_backend(self.plugins, self.model_spec, context)
                 judge_spec = self.agent_config.judge_model
-                judge = Judge(create_backend(self.plugins, judge_spec, context), self.agent_config.retry) \
+                judge = Judge(create_backend(self.plugins, judge_spec, attrs.evolve(context, return_tokens=False)),
+                              self.agent_config.retry) \
                     if judge_spec else None
                 self.agents[env.name] = HostedAgent(env.name, env, model, judge)
             # plugin_inventory runs its own event loop, so it gets a thread of its own.
@@ -342,7 +344,8 @@ class Host:
         retries = int_field(body, "max_retries", self.agent_config.retry.max_retries, 0)
         config = AgentConfig(max_steps=int_field(body, "max_steps", self.agent_config.max_steps, 1),
                              overrides=self.agent_config.overrides,
-                             retry=attrs.evolve(self.agent_config.retry, max_retries=retries))
+                             retry=attrs.evolve(self.agent_config.retry, max_retries=retries),
+                             return_tokens=self.agent_config.return_tokens)
         overrides = body.get("overrides")
         if overrides is not None:
             if not isinstance(overrides, dict):

@@ -27,6 +27,13 @@ that output's temperature and conditions. Tests script it further:
   uniformly from ``latency ± jitter`` (seeded), as real model latencies vary;
 * ``gate``: a ``threading.Event``, set at start; while a test clears it, every request is
   recorded on arrival and answered only once it is set again (a run held mid-way).
+* token ids as vLLM (>= 0.10.2) returns them: a chat request with ``return_token_ids: true``
+  gets ``prompt_token_ids`` on the response and ``token_ids`` on the choice, with
+  ``logprobs: true`` a ``logprobs.content`` entry per generated token. The tokenizer is its
+  own and deterministic: the UTF-8 bytes of a fixed chat template (:func:`render_chat`), so
+  a conversation's calls extend each other exactly. ``drift_tokens``: later prompts
+  re-template earlier assistant turns differently (as templates that strip reasoning do);
+  ``omit_tokens``: the fields are never sent, as by a server too old to know them;
 * ``chat_only``: no ``/v1/responses`` route, so it answers 404 there, as servers that speak
   only Chat Completions do.
 
@@ -117,12 +124,46 @@ def spoil(reply: dict[str, Any], request: dict[str, Any], fault: dict[str, Any])
         reply["choices"][0].update(fault["choice"])
 
 
+def _render_turn(message: dict[str, Any]) -> str:
+    """What an assistant turn (or its generation) reads as in the fake chat template."""
+    text = _text_of(message.get("content"))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        text += f"<tool_call>{function.get('name')} {function.get('arguments')}</tool_call>"
+    return text + "<|end|>\n"
+
+
+def render_chat(messages: list[dict[str, Any]], *, drift: bool = False) -> str:
+    """The fake chat template: ``<|role|>\n`` + content per message, then the generation
+    prompt. With ``drift``, assistant turns read back with an extra space (a re-templating)."""
+    parts = []
+    for m in messages:
+        role = m.get("role")
+        if role == "assistant":
+            parts.append("<|assistant|>\n" + (" " if drift else "") + _render_turn(m))
+        else:
+            parts.append(f"<|{role}|>\n{_text_of(m.get('content'))}<|end|>\n")
+    return "".join(parts) + "<|assistant|>\n"
+
+
+def fake_tokenize(text: str) -> list[int]:
+    """The fake tokenizer: one token per UTF-8 byte."""
+    return list(text.encode())
+
+
+def fake_logprob(token: int) -> float:
+    """A deterministic logprob per token id, so tests can check alignment."""
+    return -((token % 17) + 1) / 100
+
+
 class FakeOpenAI:
     """State and handlers of one fake server; start with :meth:`start_in_thread`."""
 
     def __init__(self, latency: float = 0.0, keep_requests: bool = True, jitter: float = 0.0,
-                 chat_only: bool = False):
+                 chat_only: bool = False, drift_tokens: bool = False, omit_tokens: bool = False):
         self.latency = latency
+        self.drift_tokens = drift_tokens
+        self.omit_tokens = omit_tokens
         self.chat_only = chat_only
         self.jitter = jitter
         self._random = random.Random(0)
@@ -187,10 +228,29 @@ class FakeOpenAI:
             finish = "tool_calls"
         else:
             message["content"] = out["content"][0]["text"]
-        return {"id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": 1700000000,
-                "model": request.get("model", "fake"),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        reply = {"id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": 1700000000,
+                 "model": request.get("model", "fake"),
+                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        if not self.omit_tokens and (request.get("return_token_ids") or request.get("logprobs")):
+            self.add_tokens(request, reply)
+        return reply
+
+    def add_tokens(self, request: dict[str, Any], reply: dict[str, Any]) -> None:
+        """vLLM's token fields, from the fake template and tokenizer."""
+        messages = request.get("messages", [])
+        # a drifting template re-renders every assistant turn but the generation itself
+        prompt = fake_tokenize(render_chat(messages, drift=self.drift_tokens))
+        choice = reply["choices"][0]
+        generation = fake_tokenize(_render_turn(choice["message"]))
+        if request.get("return_token_ids"):
+            reply["prompt_token_ids"] = prompt
+            choice["token_ids"] = generation
+        if request.get("logprobs"):
+            choice["logprobs"] = {"content": [{"token": f"token_id:{t}", "logprob": fake_logprob(t),
+                                               "bytes": [t], "top_logprobs": []} for t in generation]}
+        reply["usage"].update(prompt_tokens=len(prompt), completion_tokens=len(generation),
+                              total_tokens=len(prompt) + len(generation))
 
     # --- HTTP ---------------------------------------------------------------------------
 

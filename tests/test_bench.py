@@ -63,3 +63,11 @@ def test_reliability_trial_loses_and_duplicates_nothing():
     figures = json.loads(bench("reliability.py", "--tasks", "6", "--repeats", "2", "--kills", "3", "--json"))
     assert figures["rollouts"] == 12 and figures["kills"] + figures["runs that finished before the kill"] == 3
     assert (figures["lost"], figures["duplicated"], figures["garbled"], figures["failures scored"]) == (0, 0, 0, 0)
+
+
+def test_tokens_bench_prints_both_modes_and_the_ratio():
+    out = bench("tokens.py", "--rollouts", "100", "--repeat", "1", "--prompt-tokens", "300")
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(("without tokens |", "--return-tokens |"))]
+    assert [row[1] for row in rows] == ["100", "100"], out
+    assert float(rows[1][-1]) > float(rows[0][-1])  # the token arrays are in the output
+    assert "ratio --return-tokens / without:" in out

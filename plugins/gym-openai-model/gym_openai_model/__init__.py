@@ -24,12 +24,17 @@ def _factory(mode: str):
 
         if not name:
             raise UsageError(f"--model {mode}: needs a model name, e.g. {mode}:gpt-4.1-mini")
+        if getattr(context, "return_tokens", False) and mode != "openai-chat":
+            raise UsageError(f"--return-tokens: the Responses API (--model {mode}:{name}) returns no token ids; "
+                             f"serve the model with vLLM (>= 0.10.2) and use --model openai-chat:{name}")
         settings: dict = dict(openai_settings())
         if not settings["api_key"] and not is_local(settings["base_url"]):
             raise GymError(f"--model {mode}:{name}: no API key for {settings['base_url']}: set OPENAI_API_KEY, "
                            "or policy_api_key in ./env.yaml (a server that takes no key: OPENAI_API_KEY=none)")
         if context.timeout is not None:
             settings["timeout"] = context.timeout
+        if getattr(context, "return_tokens", False):
+            settings["return_tokens"] = True
         return OpenAIBackend(name, mode=mode, **{**settings, **(context.options or {})})
 
     return factory

@@ -16,6 +16,11 @@ the choice, as OpenRouter does) or ``finish_reason == "error"`` makes the respon
 ``failed`` with that error, ``finish_reason == "abort"`` makes it ``cancelled``; gymcore
 files both as model failures (:mod:`gymcore.replies`), never as an answer.
 
+Token ids (``--return-tokens``): the request asks the server for them the way vLLM does
+(see :func:`token_request_fields`); the reply's ids and logprobs go on the last output
+item under NeMo Gym's names (:mod:`gymcore.tokens`), and come back on that assistant
+message in the next request. A reply without them raises ``ModelError`` kind ``no_tokens``.
+
 Both directions take shapes that may be malformed (a server's answer is untrusted): anything
 that cannot be converted raises :class:`ModelError` (kind ``protocol``) naming the field,
 never a stray ``AttributeError``.
@@ -30,6 +35,7 @@ import orjson
 from gymcore import responses
 from gymcore.errors import ModelError
 from gymcore.replies import RESPONSE_ERROR_CODES, carries_error
+from gymcore.tokens import GENERATION_IDS, GENERATION_LOGPROBS, PROMPT_IDS, TOKEN_FIELDS, no_tokens
 
 _SAMPLING = ("temperature", "top_p", "parallel_tool_calls", "seed", "stop", "user", "logprobs",
              "top_logprobs", "frequency_penalty", "presence_penalty", "n", "logit_bias", "service_tier")
@@ -81,8 +87,16 @@ def _content_to_chat(content: Any, where: str = "content") -> Any:
     return parts
 
 
-def input_to_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chat ``messages`` for a Responses request's ``instructions`` + ``input``."""
+def _carry_tokens(item: dict[str, Any], message: dict[str, Any]) -> None:
+    """Put the token fields an output item of an earlier call carries on its assistant message."""
+    for name in TOKEN_FIELDS:
+        if name in item:
+            message[name] = item[name]
+
+
+def input_to_messages(request: dict[str, Any], tokens: bool = False) -> list[dict[str, Any]]:
+    """The chat ``messages`` for a Responses request's ``instructions`` + ``input``; with
+    ``tokens``, an assistant message carries the token fields of the items it is made of."""
     messages: list[dict[str, Any]] = []
     if request.get("instructions"):
         messages.append({"role": "system", "content": _text(request["instructions"], "instructions")})
@@ -95,6 +109,8 @@ def input_to_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
         if kind == "message":
             role = _ROLES.get(_text(item.get("role", "user"), f"input[{i}].role"), "user")
             messages.append({"role": role, "content": _content_to_chat(item.get("content"), f"input[{i}].content")})
+            if tokens and role == "assistant":
+                _carry_tokens(item, messages[-1])
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function",
                     "function": {"name": item.get("name"), "arguments": item.get("arguments", "{}")}}
@@ -105,6 +121,8 @@ def input_to_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
                     last["content"] = None
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            if tokens:
+                _carry_tokens(item, messages[-1])
         elif kind == "function_call_output":
             output = item.get("output")
             if not isinstance(output, str):
@@ -121,9 +139,26 @@ def _tool_to_chat(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def request_to_chat(request: dict[str, Any], model: str) -> dict[str, Any]:
-    """A Chat Completions body equivalent to a Responses request."""
-    body: dict[str, Any] = {"model": model, "messages": input_to_messages(request)}
+def token_request_fields(request: dict[str, Any]) -> dict[str, Any]:
+    """What a chat request adds to get token ids and logprobs back, as vLLM (>= 0.10.2)
+    defines them in ``vllm/entrypoints/openai/protocol.py`` (v0.10.2; in later releases
+    ``vllm/entrypoints/openai/chat_completion/protocol.py``): ``ChatCompletionRequest.
+    return_token_ids`` puts ``prompt_token_ids`` on the ``ChatCompletionResponse`` and
+    ``token_ids`` on each ``ChatCompletionResponseChoice``; ``logprobs`` fills
+    ``choice.logprobs.content[].logprob`` (``return_token_ids``: vllm-project/vllm PR #22587,
+    merged August 2025, first released in v0.10.2; PR #28256, November 2025, fixed
+    ``token_ids`` missing with a reasoning parser: such an older server answers without
+    them, which is ``model:no_tokens``). ``top_logprobs`` 0 (not null: vLLM takes null as
+    "no logprobs", as NeMo Gym's ``responses_api_models/vllm_model/app.py`` notes). ``n`` is
+    1: one choice, one token stream."""
+    top = request.get("top_logprobs")
+    return {"n": 1, "logprobs": True, "top_logprobs": top if isinstance(top, int) else 0, "return_token_ids": True}
+
+
+def request_to_chat(request: dict[str, Any], model: str, tokens: bool = False) -> dict[str, Any]:
+    """A Chat Completions body equivalent to a Responses request; with ``tokens``, one that
+    asks for token ids and logprobs and hands back earlier calls' tokens."""
+    body: dict[str, Any] = {"model": model, "messages": input_to_messages(request, tokens)}
     for key in _SAMPLING:
         if request.get(key) is not None:
             body[key] = request[key]
@@ -145,6 +180,8 @@ def request_to_chat(request: dict[str, Any], model: str) -> dict[str, Any]:
             k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
     elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
         body["response_format"] = {"type": "json_object"}
+    if tokens:
+        body.update(token_request_fields(request))
     return body
 
 
@@ -196,9 +233,34 @@ def _chat_error(error: Any, finish_reason: Any) -> dict[str, Any]:
     return {"code": "server_error", "message": message}
 
 
-def chat_to_response(chat: Any, request: dict[str, Any]) -> dict[str, Any]:
+def _reply_tokens(chat: dict[str, Any], choice: dict[str, Any], label: str) -> dict[str, list[Any]]:
+    """The NeMo Gym token fields of a vLLM reply, or ``model:no_tokens``. Containers and
+    lengths are checked, not every element (as NeMo Gym's vLLM adapter does: a 30k-token
+    prompt per call is not scanned twice)."""
+    prompt = chat.get("prompt_token_ids")
+    generation = choice.get("token_ids")
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    absent = [name for name, value in (("prompt_token_ids", prompt), ("choices[0].token_ids", generation),
+                                       ("choices[0].logprobs.content", content)) if not isinstance(value, list)]
+    if absent:
+        raise no_tokens(label, f"the server's reply has no {', '.join(absent)} (is it vLLM >= 0.10.2?)")
+    if not prompt or not generation:
+        raise no_tokens(label, "the server's reply has empty token ids")
+    if len(content) != len(generation):
+        raise no_tokens(label, f"the server's reply has {len(generation)} token_ids but {len(content)} logprobs")
+    try:
+        values = [entry["logprob"] for entry in content]
+    except (TypeError, KeyError):
+        raise no_tokens(label, "a choices[0].logprobs.content entry has no logprob") from None
+    return {PROMPT_IDS: prompt, GENERATION_IDS: generation, GENERATION_LOGPROBS: values}
+
+
+def chat_to_response(chat: Any, request: dict[str, Any], tokens: bool = False, label: str = "") -> dict[str, Any]:
     """A Responses response body equivalent to a chat completion; :class:`ModelError` if
-    ``chat`` is not one."""
+    ``chat`` is not one. With ``tokens``, its last output item carries the call's token ids
+    and logprobs (an empty assistant message if the model generated no text, so that the
+    generated tokens, an end-of-turn token at least, are recorded)."""
     chat = _dict(chat, "the chat completion")
     if carries_error(chat.get("error")):  # a 200 whose body is an error: a failed response, no output
         return responses.response(id=f"resp_{chat.get('id') or 'chatcmpl'}", model=str(chat.get("model") or ""),
@@ -243,6 +305,12 @@ def chat_to_response(chat: Any, request: dict[str, Any]) -> dict[str, Any]:
     if carries_error(choice.get("error")):
         failed = "failed"
     status = failed or ("incomplete" if incomplete else "completed")
+    if tokens and not failed:
+        fields = _reply_tokens(chat, choice, label or str(chat.get("model") or "model"))
+        if not output:
+            output.append({"type": "message", "id": f"msg_{chat_id}", "role": "assistant", "status": "completed",
+                           "content": [{"type": "output_text", "text": "", "annotations": []}]})
+        output[-1].update(fields)
     usage = chat.get("usage")
     created = chat.get("created")
     model = chat.get("model") or request.get("model") or ""

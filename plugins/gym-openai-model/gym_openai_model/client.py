@@ -73,8 +73,10 @@ class OpenAIBackend:
 
     def __init__(self, model: str, *, mode: str = "openai", api_key: str | None = None,
                  base_url: str = "https://api.openai.com/v1", organization: str | None = None,
-                 project: str | None = None, timeout: float = DEFAULT_MODEL_TIMEOUT, **_ignored: Any):
+                 project: str | None = None, timeout: float = DEFAULT_MODEL_TIMEOUT, return_tokens: bool = False,
+                 **_ignored: Any):
         self.model = model
+        self.return_tokens = return_tokens  # Chat Completions only: ask vLLM for token ids and logprobs
         self.mode = mode
         self.label = f"{mode}:{model}"
         self.base_url = base_url.rstrip("/")
@@ -137,9 +139,9 @@ class OpenAIBackend:
 
     async def create_response(self, request: ResponseCreateParams) -> dict[str, Any]:
         if self.mode == "openai-chat":
-            data = await self.post(request_to_chat(request, self.model))
+            data = await self.post(request_to_chat(request, self.model, tokens=self.return_tokens))
             try:
-                return chat_to_response(data, request)
+                return chat_to_response(data, request, tokens=self.return_tokens, label=self.label)
             except (KeyError, IndexError, TypeError) as exc:
                 raise ModelError(f"{self.label}: malformed chat completion ({type(exc).__name__}: {exc})",
                                  kind="protocol") from None
