@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml plugins/gym-weather/pyproject.toml plugins/gym-openai-model/pyproject.toml \
 		plugins/gym-reasoning/pyproject.toml
-	$(BIN)/pip install -q -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning
+	$(BIN)/pip install -q -e '.[test,ray]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -71,10 +71,19 @@ def cli():
               help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: start --workers `gym serve` runners as Ray actors over a cluster and collect through "
+              "them (pip install 'gymcore[ray]'; see docs/ray.md).")
+@click.option("--ray-address", metavar="auto|HOST:PORT", help="Ray cluster to join (--executor ray). "
+              "Default: $RAY_ADDRESS, else a Ray started on this machine for the run.")
+@click.option("--workers", type=click.IntRange(min=1), help="Runners to start (--executor ray). "
+              "Default: one per alive node.")
+@click.option("--one-per-node", is_flag=True, help="At most one runner per node (--executor ray; "
+              "STRICT_SPREAD). Default: spread as far as fits.")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, grace, quiet, servers, token):
+            max_retries, timeout, grace, quiet, servers, token, executor, ray_address, workers, one_per_node):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -127,6 +136,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.UsageError("missing --agent (or +agent_name=...); see `gym plugins list`")
     if not given["output"]:
         raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
+    ray_options = _ray_options(executor, servers, ray_address, workers, one_per_node)
     given["model"] = given["model"] or ("" if servers else default_model())
     if not given["model"] and not servers:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); "
@@ -162,6 +172,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         handle_signals=True,
         servers=list(servers),
         token=token or None,
+        ray=ray_options,
     )
     try:
         summary = asyncio.run(run_collect(load_plugins(), config))
@@ -186,6 +197,23 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if summary["status"] == "stopped" or summary["failed"]:
         click.echo(f"gym: {resume_hint}", err=True)
         ctx.exit(1)
+
+
+def _ray_options(executor: str, servers, address: str | None, workers: int | None, one_per_node: bool):
+    """``--executor ray`` and its options, checked before anything starts (Ray itself is not imported)."""
+    if executor != "ray":
+        given = [name for name, value in (("--ray-address", address), ("--workers", workers),
+                                          ("--one-per-node", one_per_node)) if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --executor ray")
+        return None
+    from .ray_runners import INSTALL_HINT, RayOptions, ray_available
+
+    if servers:
+        raise click.UsageError("--executor ray starts its own runners: drop --server")
+    if not ray_available():
+        raise click.UsageError(INSTALL_HINT)
+    return RayOptions(address=address, workers=workers, one_per_node=one_per_node)
 
 
 def parse_max_failures(value: str | None) -> float | None:
