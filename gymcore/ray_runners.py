@@ -150,7 +150,7 @@ def signature_differences(first: dict[str, Any], other: dict[str, Any]) -> list[
         if b is None:
             out.append(f"plugin {name} missing there")
         elif a is None:
-            out.append(f"plugin {name} {b['version']} there only")
+            out.append(f"plugin {name} there only")
         else:
             out.append(f"plugin {name}: {b} there, {a} on the first")
     return out

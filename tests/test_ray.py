@@ -209,3 +209,34 @@ def test_ray_options_are_checked_before_anything_starts(tmp_path, args, expected
     result = run_gym("collect", "--agent", "weather", "--model", "replay", "-o", str(tmp_path / "o.jsonl"), *args,
                      env=gym_env())
     assert result.returncode == 2 and expected in result.stderr, result.stderr
+
+
+class Extra:
+    """A resource plugin installed on one "node" only."""
+
+    from gymcore import hookimpl
+
+    @hookimpl
+    def list_tools(self):
+        return [{"type": "function", "name": "extra_tool", "description": "only here", "parameters": {
+            "type": "object", "properties": {}}}]
+
+
+async def test_a_node_with_other_plugins_is_one_error_naming_it(plugins):
+    """Two real runners, the second with one more plugin: the check at start names its node."""
+    from gymcore.plugins import load_plugins
+    from gymcore.ray_runners import RayOptions, RayRunner
+    from gymcore.server import create_app, serving
+
+    other = load_plugins()
+    other.register(Extra(), "extra")
+    runner = RayRunner(ray, RayOptions(), started_ray=False)
+    async with serving(create_app(plugins, ["weather"], "replay", runner.token)) as url_a, \
+            serving(create_app(other, ["weather"], "replay", runner.token)) as url_b:
+        runner.infos = [{"url": url_a, "node_ip": "10.0.0.1", "node_id": "a" * 40},
+                        {"url": url_b, "node_ip": "10.0.0.2", "node_id": "b" * 40}]
+        with pytest.raises(Exception, match=r"the runner on node 10\.0\.0\.2 \(id bbbbbbbbbbbb\) differs from the one "
+                                            r"on node 10\.0\.0\.1 .*: plugin extra .* there only"):
+            await runner._check_alike("weather")
+        runner.infos[1]["url"] = url_a  # the same inventory: no error
+        await runner._check_alike("weather")
