@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from .affinity import start_rollout
 from .backends import ModelBackend
 from .data import Rollout, Task, Timing
 from .environment import Environment
@@ -83,6 +84,7 @@ async def run_rollout(
     ``config.retry``, or a plugin exception in ``setup_session``/``verify``, ends it with
     ``error`` set and no reward (the collector files it as a failure, never as a reward);
     tool failures do not: the model sees them as tool output."""
+    start_rollout()  # model replicas: every call of this rollout goes to one (gymcore.affinity)
     clock = time.perf_counter
     started = clock()
     timing = Timing()
