@@ -80,10 +80,14 @@ def cli():
               "Default: one per alive node.")
 @click.option("--one-per-node", is_flag=True, help="At most one runner per node (--executor ray; "
               "STRICT_SPREAD). Default: spread as far as fits.")
+@click.option("--model-url", "model_urls", multiple=True, metavar="URL", help="Base URL of one replica of the model, for OpenAI-compatible backends (repeatable: a rollout "
+              "stays on one replica, the least loaded when it starts; one that refuses connections is passed "
+              "over for a while). Default: $OPENAI_BASE_URL (several: comma-separated).")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, grace, quiet, servers, token, executor, ray_address, workers, one_per_node):
+            max_retries, timeout, grace, quiet, servers, token, executor, ray_address, workers, one_per_node,
+            model_urls):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -137,6 +141,11 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if not given["output"]:
         raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
     ray_options = _ray_options(executor, servers, ray_address, workers, one_per_node)
+    if model_urls and servers:
+        raise click.UsageError("--model-url is for the runners: pass it to `gym serve`, not with --server")
+    use_model_urls(model_urls)
+    if ray_options is not None:
+        ray_options.model_urls = list(model_urls)
     given["model"] = given["model"] or ("" if servers else default_model())
     if not given["model"] and not servers:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); "
@@ -197,6 +206,15 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if summary["status"] == "stopped" or summary["failed"]:
         click.echo(f"gym: {resume_hint}", err=True)
         ctx.exit(1)
+
+
+def use_model_urls(urls) -> None:
+    """``--model-url``: the replicas' base URLs, read by OpenAI-compatible backends from
+    ``OPENAI_BASE_URL`` (comma-separated)."""
+    if urls:
+        import os
+
+        os.environ["OPENAI_BASE_URL"] = ",".join(urls)
 
 
 def _ray_options(executor: str, servers, address: str | None, workers: int | None, one_per_node: bool):
@@ -535,7 +553,11 @@ def view(ctx, file, host, port):
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Default step bound of hosted rollouts. Default: 16.")
-def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps):
+@click.option("--model-url", "model_urls", multiple=True, metavar="URL", help="Base URL of one replica of the model, for OpenAI-compatible backends (repeatable: a rollout "
+              "stays on one replica, the least loaded when it starts; one that refuses connections is passed "
+              "over for a while). Default: $OPENAI_BASE_URL (several: comma-separated).")
+def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
+          model_urls):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -555,6 +577,7 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     model = model or default_model()
     if not model:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); for offline use --model replay")
+    use_model_urls(model_urls)
     logging.basicConfig(level=logging.WARNING, format="gym serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         check_bind(host, token)

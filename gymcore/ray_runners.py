@@ -58,6 +58,8 @@ class RayOptions:
     one_per_node: bool = False
     #: seconds the cluster gets to place the runners and start them
     start_timeout: float = 120.0
+    #: ``--model-url``: base URLs of the model's replicas, handed to every runner
+    model_urls: list[str] = attrs.field(factory=list)
 
 
 def import_ray():
@@ -82,7 +84,8 @@ class RunnerActor:
     def __init__(self) -> None:
         self._stack: contextlib.AsyncExitStack | None = None
 
-    async def start(self, agent: str, model: str, token: str, max_steps: int) -> dict[str, Any]:
+    async def start(self, agent: str, model: str, token: str, max_steps: int,
+                    model_urls: list[str] | None = None) -> dict[str, Any]:
         """Bind to this node's address on a free port; return where (or the error, as text:
         the driver names the node)."""
         import ray
@@ -94,6 +97,8 @@ class RunnerActor:
         node = {"node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id(),
                 "pid": os.getpid()}
         try:
+            if model_urls:  # as `gym serve --model-url` does: read by OpenAI-compatible backends
+                os.environ["OPENAI_BASE_URL"] = ",".join(model_urls)
             raise_open_files_to_hard_limit()
             app = create_app(load_plugins(), [agent], model, token, agent_config=AgentConfig(max_steps=max_steps))
             stack = contextlib.AsyncExitStack()
@@ -251,7 +256,8 @@ class RayRunner:
             name=f"gym-runner-{run_id}-{i + 1}", namespace=ACTOR_NAMESPACE,
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i),
         ).remote() for i in range(workers)]
-        refs = [actor.start.remote(agent, model, self.token, config.max_steps) for actor in self.actors]
+        refs = [actor.start.remote(agent, model, self.token, config.max_steps, self.options.model_urls)
+                for actor in self.actors]
         try:
             self.infos = await asyncio.wait_for(asyncio.gather(*refs), self.options.start_timeout)
         except asyncio.TimeoutError:

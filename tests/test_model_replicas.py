@@ -18,7 +18,7 @@ from gymcore.data import Task, converter
 from gymcore.environment import Environment
 from gymcore.errors import ModelError
 
-from .conftest import SECRET_KEY
+from .conftest import SECRET_KEY, read_jsonl, run_gym
 from .fake_openai import FakeOpenAI
 
 TAG = re.compile(r"\(task (\d+)\)")
@@ -103,3 +103,29 @@ async def test_every_replica_refusing_is_a_connection_error():
         assert info.value.kind == "connection"
     finally:
         await backend.aclose()
+
+
+def tagged_tasks(path, n: int):
+    path.write_text("".join(json.dumps({"responses_create_params": {"input": f"weather in Paris please (task {i})"},
+                                        "verifier_metadata": {"expected_city": "Paris"}}) + "\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["embedded", "served"])
+def test_model_url_spreads_a_collection_over_replicas(replicas, tmp_path, served):
+    """``gym collect --model-url A --model-url B`` (embedded), and ``gym serve --model-url``."""
+    from .test_serve import gym_serve, serve_env
+
+    env = {**serve_env(), "OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": closed_port_url()}  # overridden
+    urls = [a for server in replicas[:2] for a in ("--model-url", server.url)]
+    args = ["--agent", "weather", "-i", str(tagged_tasks(tmp_path / "tasks.jsonl", 8)), "-o", str(tmp_path / "o.jsonl"),
+            "-q", "--parallel", "8"]
+    if served:
+        with gym_serve("--agent", "weather", "--model", "openai:gpt-fake", *urls, env=env) as (_proc, url):
+            result = run_gym("collect", "--server", url, *args, env=env)
+    else:
+        result = run_gym("collect", "--model", "openai:gpt-fake", *urls, *args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert all(line["reward"] == 1.0 for line in read_jsonl(tmp_path / "o.jsonl"))
+    seen = tasks_by_replica(replicas[:2])
+    assert seen[0] and seen[1] and not seen[0] & seen[1] and seen[0] | seen[1] == set(range(8)), seen

@@ -236,7 +236,28 @@ async def test_a_node_with_other_plugins_is_one_error_naming_it(plugins):
         runner.infos = [{"url": url_a, "node_ip": "10.0.0.1", "node_id": "a" * 40},
                         {"url": url_b, "node_ip": "10.0.0.2", "node_id": "b" * 40}]
         with pytest.raises(Exception, match=r"the runner on node 10\.0\.0\.2 \(id bbbbbbbbbbbb\) differs from the one "
-                                            r"on node 10\.0\.0\.1 .*: plugin extra .* there only"):
+                                            r"on node 10\.0\.0\.1 .*: plugin extra there only"):
             await runner._check_alike("weather")
         runner.infos[1]["url"] = url_a  # the same inventory: no error
         await runner._check_alike("weather")
+
+
+def test_ray_runners_spread_model_calls_over_model_url_replicas(ray_address, tmp_path):
+    """--model-url reaches the runners on the nodes: each rollout's calls go to one replica."""
+    from .test_model_replicas import tagged_tasks, tasks_by_replica
+
+    replicas = [FakeOpenAI() for _ in range(2)]
+    for server in replicas:
+        server.start_in_thread()
+    try:
+        result = run_gym("collect", "--agent", "weather", "--model", "openai:gpt-test", "-q", "--parallel", "8",
+                         "-i", str(tagged_tasks(tmp_path / "tasks.jsonl", 8)), "-o", str(tmp_path / "o.jsonl"),
+                         "--executor", "ray", "--ray-address", ray_address, "--workers", "2",
+                         *[a for s in replicas for a in ("--model-url", s.url)], env=gym_env(), timeout=240)
+        assert result.returncode == 0, result.stderr
+        seen = tasks_by_replica(replicas)
+    finally:
+        for server in replicas:
+            server.stop()
+    assert seen[0] and seen[1] and not seen[0] & seen[1] and seen[0] | seen[1] == set(range(8)), seen
+    assert_nothing_left()
