@@ -241,10 +241,14 @@ class RayRunner:
         workers = self.options.workers or len(nodes)
         strategy = "STRICT_SPREAD" if self.options.one_per_node else "SPREAD"
         self.placement_group = placement_group([{"CPU": RUNNER_CPUS}] * workers, strategy=strategy)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if workers * RUNNER_CPUS > cpus or (self.options.one_per_node and workers > len(nodes)):
+            # an autoscaling cluster may still grow: say so, and wait rather than refuse
+            print(f"gym: the cluster has {len(nodes)} nodes and {cpus:g} CPUs for {workers} runners ({strategy}); "
+                  f"waiting up to {self.options.start_timeout:g}s for it to grow", file=sys.stderr, flush=True)
         try:
             await asyncio.wait_for(self.placement_group.ready(), self.options.start_timeout)
         except asyncio.TimeoutError:
-            cpus = ray.cluster_resources().get("CPU", 0)
             raise GymError(f"the Ray cluster could not place {workers} runners ({strategy}, {RUNNER_CPUS:g} CPU each) "
                            f"in {self.options.start_timeout:g}s: it has {len(nodes)} alive nodes and {cpus:g} CPUs"
                            + ("; --one-per-node needs a node per runner" if self.options.one_per_node else "")

@@ -261,3 +261,22 @@ def test_ray_runners_spread_model_calls_over_model_url_replicas(ray_address, tmp
             server.stop()
     assert seen[0] and seen[1] and not seen[0] & seen[1] and seen[0] | seen[1] == set(range(8)), seen
     assert_nothing_left()
+
+
+@pytest.mark.parametrize("case", ["unknown agent", "invalid input"])
+def test_a_run_that_fails_releases_everything_and_writes_nothing(ray_address, tmp_path, case):
+    """An error while the runners start (an agent no node has) or after (a bad input row)."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"responses_create_params": {"input": "hi"}}\n{"responses_create_params": 3}\n')
+    agent, extra = ("no-such-env", []) if case == "unknown agent" else ("weather", ["-i", str(bad)])
+    out = tmp_path / "o.jsonl"
+    result = run_gym("collect", "--agent", agent, "--model", "replay", "-o", str(out), *extra, "-q",
+                     "--executor", "ray", "--ray-address", ray_address, "--workers", "2", env=gym_env(), timeout=240)
+    assert result.returncode == 1
+    if case == "unknown agent":
+        assert re.search(r"Error: the runner on node \S+ \(id \w+\) cannot start: .*no-such-env", result.stderr), \
+            result.stderr
+    else:
+        assert f"{bad}:2" in result.stderr, result.stderr
+    assert not out.exists()
+    assert_nothing_left()
