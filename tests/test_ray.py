@@ -142,16 +142,19 @@ def test_both_runners_are_used_and_released(replay_runs):
     assert_nothing_left()
 
 
-def test_a_killed_runner_and_ctrl_c_lose_nothing_after_resume(ray_address, fake_model, tmp_path):
+@pytest.mark.parametrize("ending", ["ctrl-c", "max-failures"])
+def test_a_killed_runner_loses_nothing_after_resume(ray_address, fake_model, tmp_path, ending):
     """One runner actor is killed mid-run (its rollouts in flight fail as server:runner), then
-    the run is interrupted; everything is released, and --resume finishes every rollout once."""
+    the run ends by Ctrl-C or by --max-failures 0; everything is released either way, and
+    --resume finishes every rollout exactly once."""
     fake_model.latency = 0.15
     tasks = weather_tasks(tmp_path / "tasks.jsonl", 40)
     out = tmp_path / "out.jsonl"
     argv = [GYM, "collect", "--agent", "weather", "--model", "openai:gpt-test", "-i", str(tasks), "-o", str(out),
             "--parallel", "4", "--grace", "10", "-q", "--executor", "ray", "--ray-address", ray_address,
             "--workers", "2"]
-    proc = subprocess.Popen(argv, env=gym_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ends = ["--max-failures", "0"] if ending == "max-failures" else []
+    proc = subprocess.Popen(argv + ends, env=gym_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
@@ -167,13 +170,17 @@ def test_a_killed_runner_and_ctrl_c_lose_nothing_after_resume(ray_address, fake_
             if failures.exists() and failures.read_bytes().strip():
                 break
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)  # then Ctrl-C: the rollouts in flight finish, the rest are left
+        if ending == "ctrl-c":
+            proc.send_signal(signal.SIGINT)  # the rollouts in flight finish, the rest are left
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, stderr
+    if ending == "ctrl-c":
+        assert proc.returncode == 130 and "interrupted by SIGINT" in stderr, stderr
+    else:
+        assert proc.returncode == 1 and "stopped early" in stderr and "--max-failures" in stderr, stderr
     failed = read_jsonl(out.with_suffix(".failures.jsonl"))
     assert failed and {(f["error"]["type"], f["error"]["kind"]) for f in failed} == {("server", "runner")}, failed
     first = read_jsonl(out)
