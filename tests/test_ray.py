@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -270,20 +269,14 @@ def test_ray_runners_spread_model_calls_over_model_url_replicas(ray_address, tmp
     assert_nothing_left()
 
 
-@pytest.mark.parametrize("case", ["unknown agent", "invalid input"])
-def test_a_run_that_fails_releases_everything_and_writes_nothing(ray_address, tmp_path, case):
-    """An error while the runners start (an agent no node has) or after (a bad input row)."""
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"responses_create_params": {"input": "hi"}}\n{"responses_create_params": 3}\n')
-    agent, extra = ("no-such-env", []) if case == "unknown agent" else ("weather", ["-i", str(bad)])
+def test_a_run_that_fails_while_starting_releases_everything_and_writes_nothing(ray_address, tmp_path):
+    """An error while the runners start (an agent no node has) is one line naming the node.
+    (Errors after the start are released by the same ``finally`` as Ctrl-C and --max-failures.)"""
     out = tmp_path / "o.jsonl"
-    result = run_gym("collect", "--agent", agent, "--model", "replay", "-o", str(out), *extra, "-q",
+    result = run_gym("collect", "--agent", "no-such-env", "--model", "replay", "-o", str(out), "-q",
                      "--executor", "ray", "--ray-address", ray_address, "--workers", "2", env=gym_env(), timeout=240)
     assert result.returncode == 1
-    if case == "unknown agent":
-        assert re.search(r"Error: the runner on node \S+ \(id \w+\) cannot start: .*no-such-env", result.stderr), \
-            result.stderr
-    else:
-        assert f"{bad}:2" in result.stderr, result.stderr
+    assert re.search(r"^Error: the runner on node \S+ \(id \w+\) cannot start: .*no-such-env", result.stderr, re.M), \
+        result.stderr
     assert not out.exists()
     assert_nothing_left()
