@@ -20,7 +20,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml plugins/gym-weather/pyproject.toml plugins/gym-openai-model/pyproject.toml \
 		plugins/gym-reasoning/pyproject.toml plugins/gym-math/pyproject.toml
 	@echo "installing gymcore and its plugins (weather, openai-model, reasoning, math) into $(VENV) (log: $(INSTALL_LOG))"
-	@$(BIN)/pip install -e '.[test]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning \
+	@$(BIN)/pip install -e '.[test,ray]' -e plugins/gym-weather -e plugins/gym-openai-model -e plugins/gym-reasoning \
 		-e plugins/gym-math > $(INSTALL_LOG) 2>&1 \
 		|| { cat $(INSTALL_LOG); echo "pip install failed (log: $(INSTALL_LOG))"; exit 1; }
 	@touch $(STAMP)

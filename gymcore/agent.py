@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from .affinity import start_rollout
 from .backends import DEFAULT_MODEL_TIMEOUT, ModelBackend
 from .config import merge_params
 from .data import Rollout, Task, Timing, VerdictError
@@ -94,6 +95,7 @@ async def run_rollout(
     ``error`` set and no reward (the collector files it as a failure, never as a reward);
     tool failures do not: the model sees them as tool output. A ``judge`` is handed to the
     hooks as ``session.judge``; if it fails, so does the rollout (class ``judge:...``)."""
+    start_rollout()  # model replicas: every call of this rollout goes to one (gymcore.affinity)
     clock = time.perf_counter
     started = clock()
     timing = Timing()

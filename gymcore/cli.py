@@ -103,11 +103,24 @@ def cli():
               "(prompt_token_ids, generation_token_ids, generation_log_probs on its last output item) and "
               "token_monotonic per rollout, for RL trainers; --model openai-chat: against vLLM >= 0.10.2. "
               "A call that comes back without them fails as 'model:no_tokens'. With --server, give it to `gym serve` instead. See docs/training.md.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: start --workers `gym serve` runners as Ray actors over a cluster and collect through "
+              "them (pip install 'gymcore[ray]'; see docs/ray.md).")
+@click.option("--ray-address", metavar="auto|HOST:PORT", help="Ray cluster to join (--executor ray). "
+              "Default: $RAY_ADDRESS, else a Ray started on this machine for the run.")
+@click.option("--workers", type=click.IntRange(min=1), help="Runners to start (--executor ray). "
+              "Default: one per alive node.")
+@click.option("--one-per-node", is_flag=True, help="At most one runner per node (--executor ray; "
+              "STRICT_SPREAD). Default: spread as far as fits.")
+@click.option("--model-url", "model_urls", multiple=True, metavar="URL", help="Base URL of one replica of the model, for OpenAI-compatible backends (repeatable: a rollout "
+              "stays on one replica, the least loaded when it starts; one that refuses connections is passed "
+              "over for a while). Default: $OPENAI_BASE_URL (several: comma-separated).")
 @click.pass_context
 @exits_130_on_signals
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token, return_tokens):
+            max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token, return_tokens,
+            executor, ray_address, workers, one_per_node, model_urls):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -169,6 +182,12 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.UsageError("missing --agent (or +agent_name=...); see `gym plugins list`")
     if not given["output"]:
         raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
+    ray_options = _ray_options(executor, servers, ray_address, workers, one_per_node)
+    if model_urls and servers:
+        raise click.UsageError("--model-url is for the runners: pass it to `gym serve`, not with --server")
+    use_model_urls(model_urls)
+    if ray_options is not None:
+        ray_options.model_urls = list(model_urls)
     given["model"] = given["model"] or ("" if servers else default_model())
     if not given["model"] and not servers:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL, or policy_model_name "
@@ -213,6 +232,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         handle_signals=True,
         servers=list(servers),
         token=token or None,
+        ray=ray_options,
     )
     try:
         summary = asyncio.run(ProcessSignals.current.main(run_collect(load_plugins(), config)))
@@ -237,6 +257,32 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if summary["status"] == "stopped" or summary["failed"]:
         click.echo(f"gym: {resume_hint}", err=True)
         ctx.exit(1)
+
+
+def use_model_urls(urls) -> None:
+    """``--model-url``: the replicas' base URLs, read by OpenAI-compatible backends from
+    ``OPENAI_BASE_URL`` (comma-separated)."""
+    if urls:
+        import os
+
+        os.environ["OPENAI_BASE_URL"] = ",".join(urls)
+
+
+def _ray_options(executor: str, servers, address: str | None, workers: int | None, one_per_node: bool):
+    """``--executor ray`` and its options, checked before anything starts (Ray itself is not imported)."""
+    if executor != "ray":
+        given = [name for name, value in (("--ray-address", address), ("--workers", workers),
+                                          ("--one-per-node", one_per_node)) if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --executor ray")
+        return None
+    from .ray_runners import INSTALL_HINT, RayOptions, ray_available
+
+    if servers:
+        raise click.UsageError("--executor ray starts its own runners: drop --server")
+    if not ray_available():
+        raise click.UsageError(INSTALL_HINT)
+    return RayOptions(address=address, workers=workers, one_per_node=one_per_node)
 
 
 def parse_max_failures(value: str | None) -> float | None:
@@ -598,8 +644,11 @@ def export_command(run, fmt, output, min_reward, on_drift):
               "(prompt_token_ids, generation_token_ids, generation_log_probs on its last output item) and "
               "token_monotonic per rollout, for RL trainers; --model openai-chat: against vLLM >= 0.10.2. "
               "A call that comes back without them fails as 'model:no_tokens'. See docs/training.md.")
+@click.option("--model-url", "model_urls", multiple=True, metavar="URL", help="Base URL of one replica of the model, for OpenAI-compatible backends (repeatable: a rollout "
+              "stays on one replica, the least loaded when it starts; one that refuses connections is passed "
+              "over for a while). Default: $OPENAI_BASE_URL (several: comma-separated).")
 def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
-          model_timeout, judge_model, return_tokens):
+          model_timeout, judge_model, return_tokens, model_urls):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -621,6 +670,7 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     if not model:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL, or policy_model_name "
                                "in ./env.yaml); for offline use --model replay")
+    use_model_urls(model_urls)
     logging.basicConfig(level=logging.WARNING, format="gym serve: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
         check_bind(host, token)

@@ -74,6 +74,7 @@ class CollectConfig:
     handle_signals: bool = False
     servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
     token: str | None = None  # bearer token of those servers
+    ray: Any = None  # a ray_runners.RayOptions: runners started as Ray actors (--executor ray)
 
 
 class InvalidInputError(GymError):
@@ -131,6 +132,11 @@ class _Progress:
 
 async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
     """The one place that decides where rollouts run."""
+    if config.ray is not None:
+        from .ray_runners import RayRunner
+
+        return await RayRunner.create(config.ray, config.agent, config.model, config.agent_config,
+                                      need_dataset=config.input is None)
     if config.servers:
         from .remote import ServedRunner
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # typed request params from the openai SDK, without importing
     from openai.types.responses import ResponseCreateParams
 
 from .chat import chat_to_response, request_to_chat
+from .replicas import Replicas, split_base_urls
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -68,6 +69,13 @@ def error_message(status: int, body: bytes) -> str:
     return f"{status}: {text or 'no body'}"
 
 
+class _Refused(Exception):
+    """A replica refused the connection: ``error`` is what the caller sees if all do."""
+
+    def __init__(self, error: ModelError):
+        self.error = error
+
+
 class OpenAIBackend:
     """``create_response`` for one model on one OpenAI-compatible server."""
 
@@ -79,8 +87,11 @@ class OpenAIBackend:
         self.return_tokens = return_tokens  # Chat Completions only: ask vLLM for token ids and logprobs
         self.mode = mode
         self.label = f"{mode}:{model}"
-        self.base_url = base_url.rstrip("/")
-        self.url = f"{self.base_url}/{'chat/completions' if mode == 'openai-chat' else 'responses'}"
+        # several base URLs (a list, or comma-separated): replicas of one model (see replicas.py)
+        self.replicas = Replicas(split_base_urls(base_url))
+        self.base_url = self.replicas.replicas[0].url
+        self._path = "/chat/completions" if mode == "openai-chat" else "/responses"
+        self.url = self.base_url + self._path
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": f"gymcore/{__version__}"}
         if api_key:
@@ -104,36 +115,56 @@ class OpenAIBackend:
                                                   timeout=self._timeout, json_serialize=None)
         return self._session
 
-    def _not_found_hint(self) -> str:
+    def _not_found_hint(self, url: str) -> str:
         """What a 404/405 most likely means: a base URL without ``/v1``, or (Responses mode)
         a server that speaks only Chat Completions."""
-        hint = f" from POST {self.url} (is the base URL right? it usually ends in /v1"
+        hint = f" from POST {url} (is the base URL right? it usually ends in /v1"
         if self.mode != "openai-chat":
             hint += f"; if the server speaks only Chat Completions, use --model openai-chat:{self.model}"
         return hint + ")"
 
     async def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body``; return the parsed JSON or raise :class:`ModelError`."""
+        """POST ``body`` to the rollout's replica; return the parsed JSON or raise
+        :class:`ModelError`. A replica that refuses the connection (nothing was sent) is
+        passed over for a while and the call goes to another, once per replica."""
+        tried: set[int] = set()
+        while True:
+            replica = self.replicas.pick(tried)
+            tried.add(id(replica))
+            replica.in_flight += 1
+            replica.calls += 1
+            try:
+                return await self._post_to(replica.url + self._path, body)
+            except _Refused as refused:
+                self.replicas.refused(replica)
+                if len(tried) >= len(self.replicas.replicas):
+                    raise refused.error from None
+            finally:
+                replica.in_flight -= 1
+
+    async def _post_to(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            async with self._client().post(self.url, data=orjson.dumps(body)) as resp:
+            async with self._client().post(url, data=orjson.dumps(body)) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     kind = "auth" if resp.status in (401, 403) else "http"
-                    where = self._not_found_hint() if resp.status in (404, 405) else ""
+                    where = self._not_found_hint(url) if resp.status in (404, 405) else ""
                     raise ModelError(f"{self.label}: {error_message(resp.status, raw)}{where}", status=resp.status,
                                      kind=kind, retry_after=_retry_after(resp.headers))
+        except aiohttp.ClientConnectorError as exc:  # refused: another replica may take it
+            raise _Refused(ModelError(f"{self.label}: cannot reach {url}: {exc}", kind="connection")) from None
         except aiohttp.ClientConnectionError as exc:
-            raise ModelError(f"{self.label}: cannot reach {self.url}: {exc}", kind="connection") from None
+            raise ModelError(f"{self.label}: cannot reach {url}: {exc}", kind="connection") from None
         except asyncio.TimeoutError:
-            raise ModelError(f"{self.label}: no answer from {self.url} within {self.timeout:g}s (--model-timeout)",
+            raise ModelError(f"{self.label}: no answer from {url} within {self.timeout:g}s (--model-timeout)",
                              kind="timeout") from None
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise ModelError(f"{self.label}: {self.url} answered {resp.status} with a body that is not JSON",
+            raise ModelError(f"{self.label}: {url} answered {resp.status} with a body that is not JSON",
                              status=resp.status, kind="protocol") from None
         if not isinstance(data, dict):
-            raise ModelError(f"{self.label}: expected a JSON object from {self.url}", status=resp.status,
+            raise ModelError(f"{self.label}: expected a JSON object from {url}", status=resp.status,
                              kind="protocol")
         return data
 
