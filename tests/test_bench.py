@@ -71,3 +71,10 @@ def test_tokens_bench_prints_both_modes_and_the_ratio():
     assert [row[1] for row in rows] == ["100", "100"], out
     assert float(rows[1][-1]) > float(rows[0][-1])  # the token arrays are in the output
     assert "ratio --return-tokens / without:" in out
+
+
+def test_environments_bench_measures_each_environment_and_the_sandbox():
+    out = bench("environments.py", "--repeats", "1", "--calls", "3")
+    rows = [line.split()[0] for line in out.splitlines()[1:] if line and not line.startswith(("math sandbox", " "))]
+    assert rows == ["weather", "reasoning", "math"], out
+    assert "math sandbox, 3 calls of print(6 * 7)" in out
