@@ -71,10 +71,14 @@ def cli():
               help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
+@click.option("--server-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="How long one rollout may wait for its --server runner's answer; past it the rollout "
+              "fails with class 'server:timeout' (a frozen runner ends in failures, not a hung run). "
+              "Default: 1800.")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, grace, quiet, servers, token):
+            max_retries, timeout, grace, quiet, servers, token, server_timeout):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -162,6 +166,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         handle_signals=True,
         servers=list(servers),
         token=token or None,
+        server_timeout=server_timeout,
     )
     try:
         summary = asyncio.run(run_collect(load_plugins(), config))
