@@ -379,7 +379,11 @@ def view(ctx, file, host, port):
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Default step bound of hosted rollouts. Default: 16.")
-def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps):
+@click.option("--max-sessions", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Sessions held at once (open ones and rollouts in flight); past it new ones get 503 "
+              "with Retry-After, which `gym collect --server` waits out.")
+def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
+          max_sessions):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -403,7 +407,8 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
     try:
         check_bind(host, token)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
-                         max_body_size=max_body_size, agent_config=AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS))
+                         max_body_size=max_body_size, agent_config=AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS),
+                         max_sessions=max_sessions)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))
     except GymError as exc:
         raise _fail(exc)

@@ -45,6 +45,10 @@ DEFAULT_PORT = 8000
 DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_GRACE = 30.0
+#: Sessions held at once (opened over HTTP, or by a rollout in flight); each holds plugin state.
+DEFAULT_MAX_SESSIONS = 1024
+#: Seconds a client is told to wait (``Retry-After``) when the runner is full.
+FULL_RETRY_AFTER_S = 1
 
 log = logging.getLogger("gymcore.server")
 
@@ -53,11 +57,14 @@ _UNAUTHENTICATED = frozenset({"/health"})
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": {"type", "message", ["field"]}}`` with ``status``."""
+    """An error answered as ``{"error": {"type", "message", ["field"]}}`` with ``status``
+    (and ``headers``)."""
 
-    def __init__(self, status: int, type: str, message: str, *, field: str | None = None, **extra: Any):
+    def __init__(self, status: int, type: str, message: str, *, field: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(message)
         self.status, self.type, self.field, self.extra = status, type, field, extra
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         error = {"type": self.type, "message": str(self), **self.extra}
@@ -126,7 +133,8 @@ class Host:
     """The runner's state and its request handlers; :func:`create_app` wires them up."""
 
     def __init__(self, plugins: Plugins, agents: list[str], model_spec: str, *, token: str | None,
-                 idle_timeout: float, reap_interval: float | None, agent_config: AgentConfig):
+                 idle_timeout: float, reap_interval: float | None, agent_config: AgentConfig,
+                 max_sessions: int = DEFAULT_MAX_SESSIONS):
         if not agents:
             raise GymError("gym serve needs at least one --agent")
         self.plugins = plugins
@@ -134,6 +142,7 @@ class Host:
         self.model_spec = model_spec
         self.token = token.encode() if token else None
         self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
         self.reap_interval = reap_interval or min(max(idle_timeout / 4, 0.05), 30.0)
         self.agent_config = agent_config
         self.runner_id = secrets.token_hex(6)
@@ -142,7 +151,7 @@ class Host:
         self.inventory: list[dict[str, Any]] = []
         self.stats = {
             "sessions_created": 0, "sessions_ended": 0, "sessions_reaped": 0, "tool_calls": 0,
-            "verifies": 0, "rollouts": 0, "rollouts_in_flight": 0, "model_calls": 0,
+            "verifies": 0, "rollouts": 0, "rollouts_in_flight": 0, "model_calls": 0, "sessions_refused": 0,
         }
         self._reaper: asyncio.Task | None = None
 
@@ -217,6 +226,18 @@ class Host:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
 
+    def make_room(self) -> None:
+        """Refuse a new session (503, ``Retry-After``) while ``max_sessions`` are held: those
+        opened over HTTP and those of rollouts in flight. Memory stays bounded; a client
+        waits or goes to another runner."""
+        if len(self.sessions) + self.stats["rollouts_in_flight"] < self.max_sessions:
+            return
+        self.stats["sessions_refused"] += 1
+        raise ApiError(503, "too_many_sessions",
+                       f"this runner holds --max-sessions {self.max_sessions} sessions (open ones and rollouts in "
+                       f"flight); retry after {FULL_RETRY_AFTER_S}s or use another runner",
+                       headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
+
     def agent(self, request: web.Request) -> HostedAgent:
         name = request.match_info["agent"]
         agent = self.agents.get(name)
@@ -255,7 +276,8 @@ class Host:
             "runner_id": self.runner_id,
             "model_spec": self.model_spec,
             "agents": [agent.describe() for agent in self.agents.values()],
-            "sessions": {"open": len(self.sessions), "idle_timeout_s": self.idle_timeout},
+            "sessions": {"open": len(self.sessions), "idle_timeout_s": self.idle_timeout,
+                         "max": self.max_sessions},
             "stats": self.stats,
             "auth": self.token is not None,
             "plugins": self.inventory,
@@ -279,6 +301,7 @@ class Host:
     async def open_session(self, request: web.Request) -> web.Response:
         agent = self.agent(request)
         task = task_from(await read_body(request), "request body", prefix="")
+        self.make_room()
         try:
             session = await agent.env.open_session(task)
         except Exception as exc:
@@ -339,6 +362,7 @@ class Host:
                 raise ApiError(400, "invalid_request", "request body: field 'overrides': expected an object",
                                field="overrides")
             config.overrides = {**config.overrides, **overrides}
+        self.make_room()
         self.stats["rollouts_in_flight"] += 1
         try:
             rollout = await run_rollout(agent.env, agent.model, task, task_index=task_index,
@@ -418,6 +442,7 @@ def _middleware(host: Host):
             return await handler(request)
         except ApiError as exc:
             response = json_response(exc.body(), status=exc.status)
+            response.headers.update(exc.headers)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
             return response
@@ -443,11 +468,13 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     reap_interval: float | None = None,
     agent_config: AgentConfig | None = None,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
 ) -> web.Application:
     """The runner as an aiohttp application. Environments and backends are built when the
     app starts (``AppRunner.setup``), so a bad ``--agent`` fails before anything listens."""
     host = Host(plugins, agents, model_spec, token=token, idle_timeout=session_idle_timeout,
-                reap_interval=reap_interval, agent_config=agent_config or AgentConfig(max_steps=DEFAULT_MAX_STEPS))
+                reap_interval=reap_interval, agent_config=agent_config or AgentConfig(max_steps=DEFAULT_MAX_STEPS),
+                max_sessions=max_sessions)
     app = web.Application(client_max_size=max_body_size, middlewares=[_middleware(host)])
     app[HOST_KEY] = host
 

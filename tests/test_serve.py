@@ -742,3 +742,225 @@ def test_a_runner_takes_the_open_files_its_clients_need(fake_openai, gym_env, tm
                          "--parallel", "300", "--max-retries", "0", "-q", env=gym_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(read_jsonl(out)) == 600
+
+
+# --- what a runner answers is checked like an input row ---------------------------------------
+
+
+class JunkRunner:
+    """A fake ``gym serve`` in a thread of its own: enough of a runner (``GET /``) for the
+    collector to start, and ``POST /agents/stamp/rollouts`` answered by ``answer(body) ->
+    (status, headers, raw bytes)``, which each test sets."""
+
+    def __init__(self):
+        self.answer = None
+        self.url = ""
+        self._loop = self._runner = None
+
+    def start(self) -> str:
+        from aiohttp import web
+        import threading
+
+        async def index(_request):
+            return web.json_response({"model_spec": "fake", "agents": [
+                {"name": "stamp", "model": "fake:1", "is_replay": False}]})
+
+        async def rollout(request):
+            status, headers, raw = self.answer(await request.json())
+            return web.Response(status=status, headers=headers, body=raw)
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_get("/", index)
+            app.router.add_post("/agents/stamp/rollouts", rollout)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(start())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True, name="junk-runner").start()
+        assert ready.wait(10)
+        return self.url
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+@pytest.fixture(scope="module")
+def junk_runner():
+    runner = JunkRunner()
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+DROP = object()
+
+
+def scored_line(body: dict, **changes) -> dict:
+    """The line a well-behaved runner answers for rollout request ``body``, with ``changes``
+    (``DROP`` removes a key)."""
+    line = {**body["task"], "response": {"id": "r", "output": []}, "reward": 1.0, "metric_names": ["calls"],
+            "calls": 2, "task_index": body["task_index"], "rollout_index": body["rollout_index"],
+            "agent": "stamp", "model": "fake:1", "turns": 1, "tool_calls": 0, "tool_errors": 0,
+            "stop_reason": "completed", "timing": {"total_s": 0.1, "model_s": 0.05, "tools_s": 0.0, "verify_s": 0.0},
+            "error": None}
+    for key, value in changes.items():
+        if value is DROP:
+            line.pop(key)
+        else:
+            line[key] = value
+    return line
+
+
+def answer_json(**changes):
+    return lambda body: (200, {"Content-Type": "application/json"}, json.dumps(scored_line(body, **changes)).encode())
+
+
+@pytest.mark.parametrize("answer, named", [
+    (lambda body: (200, {}, b"<html>upstream hiccup</html>"), "not JSON"),
+    (lambda body: (200, {}, b""), "not JSON"),
+    (lambda body: (200, {}, b"[1, 2]"), "not a JSON object"),
+    (lambda body: (200, {}, json.dumps(scored_line(body, task_index=body["task_index"] + 1)).encode()), "task_index"),
+    (lambda body: (200, {}, json.dumps(scored_line(body, rollout_index=body["rollout_index"] + 5)).encode()),
+     "rollout_index"),
+    (answer_json(reward=7), "reward"),
+    (answer_json(reward=-0.5), "reward"),
+    (answer_json(reward="1.0"), "reward"),
+    (answer_json(reward=True), "reward"),
+    (answer_json(reward=None), "reward"),
+    (answer_json(reward=DROP), "reward"),
+    (answer_json(task_index=DROP), "task_index"),
+    (answer_json(error="boom"), "error"),
+    (answer_json(response=5), "response"),
+    (answer_json(timing="fast"), "timing"),
+    (answer_json(turns=-1), "turns"),
+    (answer_json(metric_names=["nope"]), "metric_names"),
+])
+async def test_a_runner_reply_that_is_wrong_is_a_protocol_failure(junk_runner, tmp_path, fresh_plugins, answer, named):
+    junk_runner.answer = answer
+    config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=2, progress=False,
+                           input=write_tasks(tmp_path / "tasks.jsonl", 3), servers=[junk_runner.url])
+    summary = await collect(fresh_plugins(), config)
+    assert summary["rollouts"] == 3 and summary["failed"] == 3 and summary["failures"] == {"server:protocol": 3}
+    assert read_jsonl(config.output) == []  # nothing the runner said was written as a rollout
+    failed = read_jsonl(tmp_path / "out.failures.jsonl")
+    assert sorted(l["task_index"] for l in failed) == [0, 1, 2]
+    for line in failed:
+        assert line["class"] == "server:protocol" and junk_runner.url in line["message"], line
+        assert named in line["message"], line["message"]
+
+
+async def test_a_good_runner_reply_is_written_with_the_row_that_was_sent(junk_runner, tmp_path, fresh_plugins):
+    """The row comes from the input, not from the runner's echo of it."""
+    junk_runner.answer = lambda body: (200, {}, json.dumps(scored_line(
+        body, responses_create_params={"input": "rewritten by the runner"})).encode())
+    config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=2, progress=False,
+                           input=write_tasks(tmp_path / "tasks.jsonl", 3), servers=[junk_runner.url])
+    summary = await collect(fresh_plugins(), config)
+    assert summary["failed"] == 0 and summary["mean_reward"] == 1.0
+    lines = sorted(read_jsonl(config.output), key=lambda l: l["task_index"])
+    assert [l["responses_create_params"]["input"] for l in lines] == ["task 0", "task 1", "task 2"]
+    assert [l["calls"] for l in lines] == [2, 2, 2] and all(l["metric_names"] == ["calls"] for l in lines)
+
+
+# --- a row over the runner's body limit ------------------------------------------------------
+
+
+async def test_a_row_over_the_body_limit_fails_alone_and_the_run_goes_on(fresh_plugins, tmp_path):
+    plugins, _tool = stamp_plugins(fresh_plugins, "A")
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 4)
+    rows = tasks.read_text().splitlines()
+    rows[1] = json.dumps({"responses_create_params": {"input": "x" * 8192}})
+    tasks.write_text("\n".join(rows) + "\n")
+    async with serving(create_app(plugins, ["stamp"], "scripted:1", max_body_size=4096)) as url:
+        config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=1, progress=False,
+                               input=tasks, servers=[url])
+        summary = await collect(fresh_plugins(), config)
+        assert summary["failed"] == 1 and summary["failures"] == {"server:413": 1}
+        assert sorted(l["task_index"] for l in read_jsonl(config.output)) == [0, 2, 3]
+        [failed] = read_jsonl(tmp_path / "out.failures.jsonl")
+        assert failed["task_index"] == 1 and failed["class"] == "server:413"
+        assert "--max-body-size" in failed["message"] and url in failed["message"]
+        # a resume tries it again, fails it again, and still ends
+        summary = await collect(fresh_plugins(), attrs.evolve(config, resume=True))
+        assert summary["failed"] == 1 and summary["resumed"] == 3
+
+
+# --- runners that are full, and runners that froze -------------------------------------------
+
+
+async def test_a_full_runner_answers_503_and_the_collector_waits_instead_of_failing(fresh_plugins, tmp_path):
+    plugins, tool = stamp_plugins(fresh_plugins, "A", delay=0.05)
+    app = create_app(plugins, ["stamp"], "scripted:2", max_sessions=2)
+    async with serving(app) as url:
+        config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=6, progress=False,
+                               input=write_tasks(tmp_path / "tasks.jsonl", 12), servers=[url])
+        summary = await collect(fresh_plugins(), config)
+        stats = app[HOST_KEY].stats
+    assert summary["failed"] == 0 and summary["rollouts"] == 12 and len(read_jsonl(config.output)) == 12
+    assert stats["sessions_refused"] > 0  # the runner did say "full", and nobody saw it as a failure
+    assert tool.max_in_tool <= 2 and tool.live == 0
+
+
+async def test_max_sessions_answers_503_with_retry_after(fresh_plugins):
+    plugins, tool = stamp_plugins(fresh_plugins, "A")
+    async with serving(create_app(plugins, ["stamp"], "scripted", max_sessions=2)) as url, \
+            aiohttp.ClientSession() as http:
+        base = url + "/agents/stamp/sessions"
+        row = {"responses_create_params": {"input": "x"}}
+        opened = [await get_json(http, "POST", base, row) for _ in range(2)]
+        assert [status for status, _ in opened] == [201, 201]
+        async with http.post(base, json=row) as resp:
+            error = await resp.json()
+            assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+        assert error["error"]["type"] == "too_many_sessions" and "--max-sessions 2" in error["error"]["message"]
+        status, _ = await get_json(http, "POST", url + "/agents/stamp/rollouts", {"task": row})
+        assert status == 503  # a rollout holds a session too
+        assert await get_json(http, "DELETE", f"{base}/{opened[0][1]['session_id']}") == (200, {"ended": True})
+        assert (await get_json(http, "POST", base, row))[0] == 201
+    assert tool.setups == 3 and tool.live == 0
+
+
+def test_a_frozen_runner_becomes_timeout_failures_and_the_run_ends(fake_openai, gym_env, tmp_path):
+    """SIGSTOP one of two runners mid-collection: what it holds fails as server:timeout
+    after --server-timeout, the rest goes to the other runner, and gym collect exits."""
+    fake_openai.latency = 0.02
+    help_text = run_gym("collect", "--help", env=gym_env).stdout
+    assert "--server-timeout" in help_text and "Default: 1800" in help_text
+    tasks = weather_tasks(tmp_path / "tasks.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    with gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (_p1, url1), \
+            gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (proc2, url2):
+        collector = subprocess.Popen([GYM, "collect", "--server", url1, "--server", url2, "--agent", "weather",
+                                      "-i", str(tasks), "-o", str(out), "-p", "4", "--server-timeout", "2", "-q"],
+                                     env=gym_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(1000):  # bounded: until some rollouts are written
+                if out.exists() and len(out.read_text().splitlines()) >= 6:
+                    break
+                time.sleep(0.01)
+            proc2.send_signal(signal.SIGSTOP)
+            _stdout, stderr = collector.communicate(timeout=90)
+        finally:
+            proc2.send_signal(signal.SIGCONT)
+            if collector.poll() is None:
+                collector.kill()
+                collector.wait()
+    assert collector.returncode == 1, stderr
+    ok = read_jsonl(out)
+    failed = read_jsonl(tmp_path / "out.failures.jsonl")
+    assert failed and all(l["class"] == "server:timeout" for l in failed), failed
+    assert all(url2 in l["message"] and "--server-timeout 2" in l["message"] for l in failed)
+    assert sorted(l["task_index"] for l in ok + failed) == list(range(40))
+    assert "Traceback" not in stderr
