@@ -37,6 +37,7 @@ from .eager_requests import requests_sent_at_once
 from .environment import Environment
 from .errors import GymError, InputError, ModelError
 from .limits import raise_open_files_to_hard_limit
+from .local_hosts import host_is_trusted, is_own_origin, trusted_hosts
 from .plugins import Plugins
 from .runners import split_agent
 
@@ -72,6 +73,10 @@ class ApiError(Exception):
             error["field"] = self.field
         return {"error": error}
 
+
+#: Refusals of a client that is not ours (no token, a web page): its connection is closed at
+#: once, so it holds no descriptor.
+_CLOSE_ON = frozenset({401, 403, 408, 415})
 
 #: Stable ``type``s for aiohttp's own HTTP errors (unknown route, wrong method, big body).
 _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
@@ -146,6 +151,8 @@ class Host:
         self.reap_interval = reap_interval or min(max(idle_timeout / 4, 0.05), 30.0)
         self.agent_config = agent_config
         self.runner_id = secrets.token_hex(6)
+        #: Host headers answered (set by :func:`serving` from the bound address)
+        self.trusted_hosts = trusted_hosts(DEFAULT_HOST)
         self.agents: dict[str, HostedAgent] = {}
         self.sessions: dict[str, OpenSession] = {}
         self.inventory: list[dict[str, Any]] = []
@@ -219,6 +226,19 @@ class Host:
             log.exception("teardown_session of %s failed", open_session.agent.name)
 
     # --- helpers ----------------------------------------------------------------------
+
+    def refuse_web_pages(self, request: web.Request) -> None:
+        """Token or not, answer only requests that name this runner as their host, come from
+        no other origin, and (POST) carry JSON: a web page can then neither reach the runner
+        under a rebound name nor send it a "simple" cross-origin request (text/plain, a form),
+        and a JSON one needs a CORS preflight, which is never granted."""
+        host_header = request.headers.get("Host")
+        if not host_is_trusted(host_header, self.trusted_hosts):
+            raise ApiError(403, "untrusted_host", f"Host {host_header!r} is not this runner's address: it answers "
+                           f"to {', '.join(sorted(self.trusted_hosts or ()))} (a page under a rebound DNS name is refused)")
+        origin = request.headers.get("Origin")
+        if not is_own_origin(origin, host_header):
+            raise ApiError(403, "cross_origin", f"requests from web pages of other origins are refused (Origin {origin!r})")
 
     def authorized(self, request: web.Request) -> bool:
         if self.token is None or request.path in _UNAUTHENTICATED:
@@ -437,14 +457,20 @@ def _middleware(host: Host):
     @web.middleware
     async def errors_and_auth(request: web.Request, handler):
         try:
+            host.refuse_web_pages(request)
             if not host.authorized(request):
                 raise ApiError(401, "unauthorized", "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+            if request.method == "POST" and request.content_type != "application/json":
+                raise ApiError(415, "unsupported_media_type", "request body: send it as JSON with 'Content-Type: "
+                               f"application/json', not {request.headers.get('Content-Type', 'no Content-Type')!r}")
             return await handler(request)
         except ApiError as exc:
             response = json_response(exc.body(), status=exc.status)
             response.headers.update(exc.headers)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
+            if exc.status in _CLOSE_ON:
+                response.force_close()
             return response
         except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too big
             kind = _HTTP_ERROR_TYPES.get(exc.status, "http_error")
@@ -517,6 +543,7 @@ async def serving(app: web.Application, host: str = DEFAULT_HOST, port: int = 0,
     A request whose client hangs up is cancelled (``handler_cancellation``): a collector
     that gave up on a rollout (``--timeout``, Ctrl-C) stops its model calls and tools here
     too, and the session ends, instead of the rollout running on for nobody."""
+    app[HOST_KEY].trusted_hosts = trusted_hosts(host)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handler_cancellation=True)
     await runner.setup()
     try:

@@ -298,7 +298,8 @@ async def test_session_routes_over_raw_http(weather_server):
 async def test_errors_are_json_with_a_stable_type(weather_server, method, path, body, status, kind, field):
     data = body if isinstance(body, bytes) else None if body is None else json.dumps(body)
     async with aiohttp.ClientSession() as http:
-        async with http.request(method, weather_server + path, data=data) as resp:
+        async with http.request(method, weather_server + path, data=data,
+                                headers={"Content-Type": "application/json"} if data is not None else {}) as resp:
             got = await resp.json(content_type=None)
             assert resp.status == status, got
             assert resp.content_type == "application/json"
@@ -964,3 +965,135 @@ def test_a_frozen_runner_becomes_timeout_failures_and_the_run_ends(fake_openai, 
     assert all(url2 in l["message"] and "--server-timeout 2" in l["message"] for l in failed)
     assert sorted(l["task_index"] for l in ok + failed) == list(range(40))
     assert "Traceback" not in stderr
+
+
+# --- web pages cannot drive a runner -----------------------------------------------------------
+
+
+def raw_request(url: str, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict, dict]:
+    """One request with exactly these headers (``Host`` too), by http.client."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def runner_stats(url: str) -> dict:
+    with urllib.request.urlopen(url + "/") as resp:
+        return json.loads(resp.read())["stats"]
+
+
+ROW = json.dumps({"task": read_jsonl(EXAMPLE)[1]}).encode()  # a recorded task: replay answers it
+
+
+@pytest.mark.parametrize("headers, status, kind", [
+    ({"Host": "evil.example"}, 403, "untrusted_host"),
+    ({"Host": "attacker.example:{port}"}, 403, "untrusted_host"),
+    ({"Host": "127.0.0.1.evil.example:{port}"}, 403, "untrusted_host"),
+    ({"Host": "127.0.0.1:{port}", "Origin": "http://evil.example"}, 403, "cross_origin"),
+    ({"Host": "127.0.0.1:{port}", "Origin": "http://localhost:1"}, 403, "cross_origin"),
+    ({"Host": "127.0.0.1:{port}", "Origin": "null"}, 403, "cross_origin"),
+    ({"Host": "127.0.0.1:{port}", "Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ({"Host": "127.0.0.1:{port}", "Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
+    ({"Host": "127.0.0.1:{port}"}, 415, "unsupported_media_type"),  # no Content-Type at all
+    ({"Host": "localhost:{port}", "Content-Type": "application/json; charset=utf-8"}, 200, None),
+    ({"Host": "127.0.0.1:{port}", "Origin": "http://127.0.0.1:{port}", "Content-Type": "application/json"}, 200, None),
+])
+def test_only_same_host_same_origin_json_requests_reach_a_runner(weather_server, headers, status, kind):
+    port = weather_server.rsplit(":", 1)[1]
+    headers = {k: v.format(port=port) for k, v in headers.items()}
+    before = runner_stats(weather_server)["rollouts"]
+    got, response_headers, body = raw_request(weather_server, "POST", "/agents/weather/rollouts", ROW, headers)
+    assert got == status, body
+    if kind is None:
+        assert body["reward"] == 1.0 and runner_stats(weather_server)["rollouts"] == before + 1
+    else:
+        assert body["error"]["type"] == kind and body["error"]["message"]
+        assert response_headers["Connection"] == "close"
+        assert runner_stats(weather_server)["rollouts"] == before  # refused before anything ran
+
+
+def test_a_bad_host_is_refused_on_every_route(weather_server):
+    for method, path in (("GET", "/"), ("GET", "/openapi.json"), ("GET", "/agents/weather/tools"),
+                         ("DELETE", "/agents/weather/sessions/x")):
+        status, _, body = raw_request(weather_server, method, path, headers={"Host": "rebound.example"})
+        assert status == 403 and body["error"]["type"] == "untrusted_host", (method, path)
+    assert raw_request(weather_server, "GET", "/", headers={"Host": "[::1]"})[0] == 200
+
+
+#: What a hostile page runs: POST a rollout and a model call, as text/plain (a "simple"
+#: request: no preflight) and as JSON (preflighted when cross-origin).
+ATTACK = """async runner => {
+  const row = {task: {responses_create_params: {input: "weather in Paris?"}}};
+  const out = [];
+  for (const [path, body] of [["/agents/weather/rollouts", row], ["/v1/responses", {input: "hi"}]]) {
+    for (const type of ["text/plain", "application/json"]) {
+      try {
+        const r = await fetch(runner + path, {method: "POST", body: JSON.stringify(body),
+          mode: type === "text/plain" && runner ? "no-cors" : "cors", headers: {"Content-Type": type}});
+        out.push(type + " " + (r.type === "opaque" ? "opaque" : r.status + " " + await r.text()));
+      } catch (e) { out.push(type + " blocked " + e); }
+    }
+  }
+  return out;
+}"""
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless chromium as the viewer's browser tests launch it; ``rebind.test`` resolves
+    to 127.0.0.1, as a DNS-rebinding attacker's name would."""
+    from .test_viewer_browser import CHROMIUM, CHROMIUM_ARGS, sync_api  # skips without chromium
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            *CHROMIUM_ARGS, "--host-resolver-rules=MAP rebind.test 127.0.0.1"])
+        yield browser
+        browser.close()
+
+
+def test_a_web_page_cannot_drive_a_runner(weather_server, chromium):
+    """A page of another origin posts text/plain (no preflight) and JSON (preflight) to the
+    runner; a page whose name was rebound to 127.0.0.1 posts same-origin. Nothing runs."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>cats</title><p>nothing to see"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    before = runner_stats(weather_server)
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{attacker.server_port}/")
+        cross_origin = page.evaluate(ATTACK, weather_server)
+        # the attacker's page, once its name points at 127.0.0.1: the runner's port is its origin
+        page.goto(f"http://rebind.test:{weather_server.rsplit(':', 1)[1]}/health")
+        same_origin = page.evaluate(ATTACK, "")
+    finally:
+        context.close()
+        attacker.shutdown()
+    after = runner_stats(weather_server)
+    assert (after["rollouts"], after["model_calls"]) == (before["rollouts"], before["model_calls"]), \
+        (cross_origin, same_origin)
+    assert [r.split()[1] for r in cross_origin] == ["opaque", "blocked"] * 2  # sent blind, or not at all
+    assert all("untrusted_host" in r for r in same_origin), same_origin  # the page reads only the refusal
