@@ -382,8 +382,14 @@ def view(ctx, file, host, port):
 @click.option("--max-sessions", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Sessions held at once (open ones and rollouts in flight); past it new ones get 503 "
               "with Retry-After, which `gym collect --server` waits out.")
+@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Seconds a client gets to send a request's headers (from connecting, or "
+              "between requests), and again its body; then the connection is closed (slow-loris).")
+@click.option("--max-connections", type=click.IntRange(min=1), metavar="N", help="Connections open at once; "
+              "past it the one that waited longest without a complete request is closed. "
+              "Default: half the open-file limit.")
 def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
-          max_sessions):
+          max_sessions, read_timeout, max_connections):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -408,7 +414,7 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
         check_bind(host, token)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
                          max_body_size=max_body_size, agent_config=AgentConfig(max_steps=max_steps or DEFAULT_MAX_STEPS),
-                         max_sessions=max_sessions)
+                         max_sessions=max_sessions, read_timeout=read_timeout, max_connections=max_connections)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))
     except GymError as exc:
         raise _fail(exc)

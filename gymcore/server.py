@@ -36,7 +36,8 @@ from .dataset import validate_row
 from .eager_requests import requests_sent_at_once
 from .environment import Environment
 from .errors import GymError, InputError, ModelError
-from .limits import raise_open_files_to_hard_limit
+from .connection_guard import DEFAULT_READ_TIMEOUT, ConnectionGuard, GuardedSite
+from .limits import open_file_limit, raise_open_files_to_hard_limit
 from .local_hosts import host_is_trusted, is_own_origin, trusted_hosts
 from .plugins import Plugins
 from .runners import split_agent
@@ -139,7 +140,7 @@ class Host:
 
     def __init__(self, plugins: Plugins, agents: list[str], model_spec: str, *, token: str | None,
                  idle_timeout: float, reap_interval: float | None, agent_config: AgentConfig,
-                 max_sessions: int = DEFAULT_MAX_SESSIONS):
+                 max_sessions: int = DEFAULT_MAX_SESSIONS, guard: ConnectionGuard | None = None):
         if not agents:
             raise GymError("gym serve needs at least one --agent")
         self.plugins = plugins
@@ -148,6 +149,7 @@ class Host:
         self.token = token.encode() if token else None
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
+        self.guard = guard or ConnectionGuard()
         self.reap_interval = reap_interval or min(max(idle_timeout / 4, 0.05), 30.0)
         self.agent_config = agent_config
         self.runner_id = secrets.token_hex(6)
@@ -298,6 +300,8 @@ class Host:
             "agents": [agent.describe() for agent in self.agents.values()],
             "sessions": {"open": len(self.sessions), "idle_timeout_s": self.idle_timeout,
                          "max": self.max_sessions},
+            "connections": {"open": len(self.guard.open), "max": self.guard.max_connections,
+                            "read_timeout_s": self.guard.read_timeout, **self.guard.stats},
             "stats": self.stats,
             "auth": self.token is not None,
             "plugins": self.inventory,
@@ -415,8 +419,15 @@ def plugin_error(hook: str, exc: Exception) -> ApiError:
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; a 400 (or 413 past ``client_max_size``) otherwise."""
-    raw = await request.read()
+    """The request's JSON object; a 400 (or 413 past ``client_max_size``) otherwise, and a
+    408 when it does not arrive within ``--read-timeout`` (a slow client holds nothing)."""
+    seconds = request.app[HOST_KEY].guard.read_timeout
+    try:
+        async with asyncio.timeout(seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within --read-timeout "
+                       f"{seconds:g}s") from None
     try:
         data = orjson.loads(raw) if raw.strip() else None
     except orjson.JSONDecodeError as exc:
@@ -495,13 +506,16 @@ def create_app(
     reap_interval: float | None = None,
     agent_config: AgentConfig | None = None,
     max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_connections: int | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> web.Application:
     """The runner as an aiohttp application. Environments and backends are built when the
-    app starts (``AppRunner.setup``), so a bad ``--agent`` fails before anything listens."""
+    app starts (``AppRunner.setup``), so a bad ``--agent`` fails before anything listens.
+    ``max_connections`` ``None``: half the open-file limit (see :mod:`gymcore.connection_guard`)."""
     host = Host(plugins, agents, model_spec, token=token, idle_timeout=session_idle_timeout,
                 reap_interval=reap_interval, agent_config=agent_config or AgentConfig(max_steps=DEFAULT_MAX_STEPS),
-                max_sessions=max_sessions)
-    app = web.Application(client_max_size=max_body_size, middlewares=[_middleware(host)])
+                max_sessions=max_sessions, guard=ConnectionGuard(max_connections, read_timeout))
+    app = web.Application(client_max_size=max_body_size, middlewares=[host.guard.middleware(), _middleware(host)])
     app[HOST_KEY] = host
 
     async def life_cycle(_app: web.Application):
@@ -547,7 +561,7 @@ async def serving(app: web.Application, host: str = DEFAULT_HOST, port: int = 0,
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handler_cancellation=True)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port, app[HOST_KEY].guard, open_files=open_file_limit())
         try:
             await site.start()
         except OSError as exc:

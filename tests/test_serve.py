@@ -1097,3 +1097,84 @@ def test_a_web_page_cannot_drive_a_runner(weather_server, chromium):
         (cross_origin, same_origin)
     assert [r.split()[1] for r in cross_origin] == ["opaque", "blocked"] * 2  # sent blind, or not at all
     assert all("untrusted_host" in r for r in same_origin), same_origin  # the page reads only the refusal
+
+
+# --- slow clients: timeouts, a connection cap, strangers shown the door -------------------------
+
+
+def connect(url: str, timeout: float = 20):
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+
+
+def read_until_closed(sock) -> bytes:
+    """Everything the runner sends until it closes the connection (the socket's timeout
+    only stops a hang)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_slow_and_unauthenticated_connections_are_closed(tmp_path):
+    token = "s3cret-token"
+    with gym_serve("--agent", "weather", "--model", "replay", "--token", token, "--read-timeout", "1",
+                   env=serve_env()) as (_proc, url):
+        host = url.removeprefix("http://")
+        # headers that never end: closed, without an answer
+        slow = connect(url)
+        slow.sendall(f"POST /agents/weather/rollouts HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
+        assert read_until_closed(slow) == b""
+        # an authorised request whose body never comes: 408, closed
+        stalled = connect(url)
+        stalled.sendall(f"POST /agents/weather/rollouts HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        answer = read_until_closed(stalled)
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer and b"--read-timeout" in answer
+        # a stranger's request is answered 401 at once and its connection closed, body or not
+        stranger = connect(url)
+        stranger.sendall(f"POST /agents/weather/rollouts HTTP/1.1\r\nHost: {host}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{".encode())
+        answer = read_until_closed(stranger)
+        assert answer.startswith(b"HTTP/1.1 401") and b"Connection: close" in answer
+        for sock in (slow, stalled, stranger):
+            sock.close()
+
+
+def test_slow_loris_cannot_starve_a_runner_of_connections(tmp_path):
+    """400 connections that send their headers a byte at a time, against a token-protected
+    runner that may open 256 files: an authorised request is still answered (the slow ones
+    are closed to make room, oldest first), and so is a rollout."""
+    token = "s3cret-token"
+    help_text = run_gym("serve", "--help", env=serve_env()).stdout
+    assert "--max-connections" in help_text and "--read-timeout" in help_text
+    with gym_serve("--agent", "weather", "--model", "replay", "--token", token, env=serve_env(),
+                   preexec_fn=open_file_limit(256, 256)) as (proc, url):
+        host = url.removeprefix("http://")
+        slow = []
+        try:
+            for i in range(400):
+                sock = connect(url)
+                sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow-{i}: ".encode())
+                slow.append(sock)
+            for sock in slow[::7]:  # keep dribbling (those the runner closed say so)
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            status, _, index = raw_request(url, "GET", "/", headers=headers)
+            assert status == 200 and index["auth"] is True
+            connections = index["connections"]
+            assert connections["max"] == (256 - 128) // 2 and connections["open"] <= connections["max"]
+            assert connections["connections_evicted"] >= 400 - connections["max"]
+            status, _, line = raw_request(url, "POST", "/agents/weather/rollouts", ROW, headers)
+            assert status == 200 and line["reward"] == 1.0
+        finally:
+            for sock in slow:
+                sock.close()
+        assert proc.poll() is None
+    assert "Too many open files" not in proc.stderr.read()
