@@ -272,8 +272,10 @@ class ServedRunner:
                 runner.full_until = time.monotonic() + max(wait, 0.05)
                 continue
             if resp.status == 413:  # this row is too big for that runner; the others may be fine
-                return failed(runner.url, f"{_error_text(resp.status, raw)}; this rollout's request is "
-                              f"{len(body):,} bytes: start the runner with a larger --max-body-size", "http", 413)
+                text = _error_text(resp.status, raw)
+                hint = "" if "--max-body-size" in text else "; start the runner with a larger --max-body-size"
+                return failed(runner.url, f"{text} (this rollout's request is {len(body):,} bytes){hint}",
+                              "http", 413)
             if resp.status in (400, 401, 403, 404, 415):  # our request or set-up is wrong: stop
                 raise GymError(f"gym server {runner.url}: {_error_text(resp.status, raw)}")
             if resp.status != 200:

@@ -487,6 +487,8 @@ def _middleware(host: Host):
             kind = _HTTP_ERROR_TYPES.get(exc.status, "http_error")
             message = f"no route {request.method} {request.path}; see GET /openapi.json" if exc.status in (404, 405) \
                 else exc.text or exc.reason
+            if exc.status == 413:
+                message += "; start the runner with a larger --max-body-size"
             return json_response(ApiError(exc.status, kind, message).body(), status=exc.status)
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
