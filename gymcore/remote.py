@@ -37,6 +37,8 @@ DOWN_FOR_S = 5.0
 DEFAULT_SERVER_TIMEOUT = 1800.0
 #: The longest ``Retry-After`` of a full runner that is honoured as given.
 MAX_RETRY_AFTER_S = 60.0
+#: How long a runner that timed out gets to answer ``GET /health`` before it is sent more.
+PROBE_TIMEOUT_S = 10.0
 
 
 @attrs.define(eq=False)
@@ -45,6 +47,7 @@ class _Runner:
     in_flight: int = 0
     down_until: float = 0.0
     full_until: float = 0.0  # answered 503 + Retry-After: no new rollouts before then
+    suspect: bool = False  # a request to it timed out: it must answer /health before it gets more
 
 
 class ProtocolError(Exception):
@@ -249,6 +252,9 @@ class ServedRunner:
                 tried.clear()
                 continue
             tried.add(id(runner))
+            if runner.suspect and not await self._alive(runner):  # frozen: like a refused connection
+                runner.down_until = time.monotonic() + DOWN_FOR_S
+                continue
             url = f"{runner.url}/agents/{self.agent}/rollouts"
             runner.in_flight += 1
             try:
@@ -260,6 +266,7 @@ class ServedRunner:
                 continue
             except TimeoutError:  # not redone: it may have run there
                 runner.down_until = time.monotonic() + DOWN_FOR_S
+                runner.suspect = True
                 return failed(runner.url, f"no answer within --server-timeout {self.server_timeout:g}s (the runner "
                               "is frozen or overloaded; raise --server-timeout if rollouts take longer)", "timeout")
             except aiohttp.ClientError as exc:  # lost mid-rollout: not redone
@@ -284,6 +291,17 @@ class ServedRunner:
                 return rollout_from_reply(raw, task, task_index, rollout_index)
             except ProtocolError as exc:
                 return failed(runner.url, f"a wrong reply to POST /agents/{self.agent}/rollouts: {exc}", "protocol")
+
+    async def _alive(self, runner: _Runner) -> bool:
+        """Whether a runner that timed out answers ``GET /health`` now (then it is trusted again)."""
+        try:
+            async with asyncio.timeout(min(PROBE_TIMEOUT_S, self.server_timeout)):
+                async with self.http.get(runner.url + "/health") as resp:
+                    await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        runner.suspect = resp.status != 200
+        return not runner.suspect
 
     def _any_runner(self) -> _Runner | None:
         """All runners are marked down: try the soonest back rather than give up at once."""
