@@ -36,12 +36,20 @@ from .limits import HEADROOM
 DEFAULT_READ_TIMEOUT = 30.0
 
 
+def accept_backlog(open_files: int | None) -> int:
+    """The listen backlog, which is also how many connections asyncio accepts in one go
+    before the guard sees any of them: small enough that a burst cannot exhaust the files."""
+    if open_files is None:
+        return 128
+    return max(8, min(128, (open_files - HEADROOM) // 8))
+
+
 def default_max_connections(open_files: int | None) -> int:
     """Half of what the process may open (each served rollout also holds a connection to the
-    model), less room for its own files; 65,536 without a limit."""
+    model), less room for its own files and for a burst of accepts; 65,536 without a limit."""
     if open_files is None:
         return 65536
-    return max(16, (open_files - HEADROOM) // 2)
+    return max(16, (open_files - HEADROOM) // 2 - 2 * accept_backlog(open_files))
 
 
 class _Connection:
@@ -188,7 +196,7 @@ class GuardedSite(web.BaseSite):
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, *,
                  open_files: int | None = None):
-        super().__init__(runner)
+        super().__init__(runner, backlog=accept_backlog(open_files))
         self._host, self._port, self._guard = host, port, guard
         if guard.max_connections is None:
             guard.max_connections = default_max_connections(open_files)

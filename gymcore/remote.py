@@ -179,7 +179,8 @@ class ServedRunner:
             async with asyncio.timeout(self.server_timeout):
                 resp = await self.http.get(url)
         except TimeoutError:
-            raise GymError(f"gym server {url} did not answer within --server-timeout {self.server_timeout:g}s") from None
+            raise GymError(f"gym server {url} did not answer within --server-timeout "
+                           f"{self.server_timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise GymError(f"cannot reach gym server {url}: {exc}") from None
         if resp.status >= 400:

@@ -31,12 +31,12 @@ from aiohttp import web
 from . import __version__
 from .agent import DEFAULT_MAX_STEPS, AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
+from .connection_guard import DEFAULT_READ_TIMEOUT, ConnectionGuard, GuardedSite
 from .data import Session, converter
 from .dataset import validate_row
 from .eager_requests import requests_sent_at_once
 from .environment import Environment
 from .errors import GymError, InputError, ModelError
-from .connection_guard import DEFAULT_READ_TIMEOUT, ConnectionGuard, GuardedSite
 from .limits import open_file_limit, raise_open_files_to_hard_limit
 from .local_hosts import host_is_trusted, is_own_origin, trusted_hosts
 from .plugins import Plugins
@@ -163,6 +163,7 @@ class Host:
             "verifies": 0, "rollouts": 0, "rollouts_in_flight": 0, "model_calls": 0, "sessions_refused": 0,
         }
         self._reaper: asyncio.Task | None = None
+        self._opening = 0  # sessions in setup_session, not yet in ``sessions``
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -236,11 +237,13 @@ class Host:
         and a JSON one needs a CORS preflight, which is never granted."""
         host_header = request.headers.get("Host")
         if not host_is_trusted(host_header, self.trusted_hosts):
+            names = ", ".join(sorted(self.trusted_hosts or ()))
             raise ApiError(403, "untrusted_host", f"Host {host_header!r} is not this runner's address: it answers "
-                           f"to {', '.join(sorted(self.trusted_hosts or ()))} (a page under a rebound DNS name is refused)")
+                           f"to {names} (a page under a rebound DNS name is refused)")
         origin = request.headers.get("Origin")
         if not is_own_origin(origin, host_header):
-            raise ApiError(403, "cross_origin", f"requests from web pages of other origins are refused (Origin {origin!r})")
+            raise ApiError(403, "cross_origin",
+                           f"requests from web pages of other origins are refused (Origin {origin!r})")
 
     def authorized(self, request: web.Request) -> bool:
         if self.token is None or request.path in _UNAUTHENTICATED:
@@ -252,7 +255,7 @@ class Host:
         """Refuse a new session (503, ``Retry-After``) while ``max_sessions`` are held: those
         opened over HTTP and those of rollouts in flight. Memory stays bounded; a client
         waits or goes to another runner."""
-        if len(self.sessions) + self.stats["rollouts_in_flight"] < self.max_sessions:
+        if len(self.sessions) + self._opening + self.stats["rollouts_in_flight"] < self.max_sessions:
             return
         self.stats["sessions_refused"] += 1
         raise ApiError(503, "too_many_sessions",
@@ -326,10 +329,13 @@ class Host:
         agent = self.agent(request)
         task = task_from(await read_body(request), "request body", prefix="")
         self.make_room()
+        self._opening += 1
         try:
             session = await agent.env.open_session(task)
         except Exception as exc:
             raise plugin_error("setup_session", exc) from exc
+        finally:
+            self._opening -= 1
         session_id = secrets.token_urlsafe(16)
         self.sessions[session_id] = OpenSession(agent, session, time.monotonic())
         self.stats["sessions_created"] += 1

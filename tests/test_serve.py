@@ -1169,7 +1169,7 @@ def test_slow_loris_cannot_starve_a_runner_of_connections(tmp_path):
             status, _, index = raw_request(url, "GET", "/", headers=headers)
             assert status == 200 and index["auth"] is True
             connections = index["connections"]
-            assert connections["max"] == (256 - 128) // 2 and connections["open"] <= connections["max"]
+            assert connections["max"] < 256 // 2 and connections["open"] <= connections["max"]
             assert connections["connections_evicted"] >= 400 - connections["max"]
             status, _, line = raw_request(url, "POST", "/agents/weather/rollouts", ROW, headers)
             assert status == 200 and line["reward"] == 1.0
