@@ -31,8 +31,8 @@ from aiohttp import web
 from .limits import HEADROOM
 
 #: ``--read-timeout``: seconds for a request's headers (from connecting, or from the end of
-#: the previous request) and again for its body. Longer than aiohttp clients keep idle
-#: connections (15 s), so a collector's pooled connection is not closed under it.
+#: the previous request) and again for its body. Longer than clients keep idle connections
+#: (``gym collect --server``: 5 s; aiohttp's default: 15 s), so none is closed under them.
 DEFAULT_READ_TIMEOUT = 30.0
 
 

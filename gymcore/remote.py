@@ -154,8 +154,10 @@ class ServedRunner:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         # limit=0: the collector's --parallel bounds concurrency; a rollout may take minutes.
+        # Idle connections are dropped after 5 s, well before a runner's --read-timeout closes
+        # them, so a request never goes out on a connection the runner is closing.
         self.http = aiohttp.ClientSession(
-            headers=headers, connector=aiohttp.TCPConnector(limit=0),
+            headers=headers, connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=5),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30), json_serialize=None)
 
     @classmethod
@@ -175,12 +177,13 @@ class ServedRunner:
         return runner
 
     async def _get(self, url: str) -> aiohttp.ClientResponse:
+        """A quick request of the set-up (index, dataset headers): a minute at most."""
+        seconds = min(self.server_timeout, 60.0)
         try:
-            async with asyncio.timeout(self.server_timeout):
+            async with asyncio.timeout(seconds):
                 resp = await self.http.get(url)
         except TimeoutError:
-            raise GymError(f"gym server {url} did not answer within --server-timeout "
-                           f"{self.server_timeout:g}s") from None
+            raise GymError(f"gym server {url} did not answer within {seconds:g}s (frozen or overloaded?)") from None
         except aiohttp.ClientError as exc:
             raise GymError(f"cannot reach gym server {url}: {exc}") from None
         if resp.status >= 400:
