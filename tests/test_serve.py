@@ -1178,3 +1178,33 @@ def test_slow_loris_cannot_starve_a_runner_of_connections(tmp_path):
                 sock.close()
         assert proc.poll() is None
     assert "Too many open files" not in proc.stderr.read()
+
+
+async def test_past_the_connection_cap_with_every_connection_busy_a_client_gets_503(fresh_plugins):
+    """Nothing to evict (both connections are inside a request): the third gets 503 with
+    Retry-After, which served collection waits out, and is closed."""
+    plugins, tool = stamp_plugins(fresh_plugins, "A")
+    app = create_app(plugins, ["stamp"], "scripted", max_connections=2)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        base = url + "/agents/stamp/sessions"
+        _, opened = await get_json(http, "POST", base, {"responses_create_params": {"input": "x"}})
+        await http.close()  # its connection goes: the two slow calls below hold the only two
+        slow_calls = []
+        for _ in range(2):
+            client = aiohttp.ClientSession()
+            slow_calls.append((client, asyncio.create_task(get_json(
+                client, "POST", f"{base}/{opened['session_id']}/tools/where", {"arguments": {"sleep": 1.0}}))))
+        for _ in range(200):  # bounded: until both are inside the tool
+            if tool.in_tool == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert tool.in_tool == 2
+        reader, writer = await asyncio.open_connection(*url.removeprefix("http://").split(":"))
+        writer.write(f"GET /health HTTP/1.1\r\nHost: {url.removeprefix('http://')}\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 20)  # until the runner closes it
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer and b"too_many_connections" in answer
+        for client, call in slow_calls:
+            assert (await asyncio.wait_for(call, 20))[0] == 200
+            await client.close()
+        assert app[HOST_KEY].guard.stats["connections_refused"] == 1
