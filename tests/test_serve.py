@@ -1047,10 +1047,11 @@ ATTACK = """async runner => {
 }"""
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def chromium():
     """Headless chromium as the viewer's browser tests launch it; ``rebind.test`` resolves
-    to 127.0.0.1, as a DNS-rebinding attacker's name would."""
+    to 127.0.0.1, as a DNS-rebinding attacker's name would. Per test: Playwright's sync API
+    holds an event loop in this thread, which the async tests after it must not find."""
     from .test_viewer_browser import CHROMIUM, CHROMIUM_ARGS, sync_api  # skips without chromium
 
     with sync_api.sync_playwright() as playwright:
