@@ -115,12 +115,16 @@ def cli():
 @click.option("--model-url", "model_urls", multiple=True, metavar="URL", help="Base URL of one replica of the model, for OpenAI-compatible backends (repeatable: a rollout "
               "stays on one replica, the least loaded when it starts; one that refuses connections is passed "
               "over for a while). Default: $OPENAI_BASE_URL (several: comma-separated).")
+@click.option("--server-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="How long one rollout may wait for its --server runner's answer; past it the rollout "
+              "fails with class 'server:timeout' (a frozen runner ends in failures, not a hung run). "
+              "Default: 1800.")
 @click.pass_context
 @exits_130_on_signals
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
             max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token, return_tokens,
-            executor, ray_address, workers, one_per_node, model_urls):
+            executor, ray_address, workers, one_per_node, model_urls, server_timeout):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -233,6 +237,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         servers=list(servers),
         token=token or None,
         ray=ray_options,
+        server_timeout=server_timeout,
     )
     try:
         summary = asyncio.run(ProcessSignals.current.main(run_collect(load_plugins(), config)))
@@ -647,8 +652,17 @@ def export_command(run, fmt, output, min_reward, on_drift):
 @click.option("--model-url", "model_urls", multiple=True, metavar="URL", help="Base URL of one replica of the model, for OpenAI-compatible backends (repeatable: a rollout "
               "stays on one replica, the least loaded when it starts; one that refuses connections is passed "
               "over for a while). Default: $OPENAI_BASE_URL (several: comma-separated).")
+@click.option("--max-sessions", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Sessions held at once (open ones and rollouts in flight); past it new ones get 503 "
+              "with Retry-After, which `gym collect --server` waits out.")
+@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Seconds a client gets to send a request's headers (from connecting, or "
+              "between requests), and again its body; then the connection is closed (slow-loris).")
+@click.option("--max-connections", type=click.IntRange(min=1), metavar="N", help="Connections open at once; "
+              "past it the one that waited longest without a complete request is closed. "
+              "Default: half the open-file limit.")
 def serve(agents, model, host, port, token, session_idle_timeout, max_body_size, shutdown_grace, max_steps,
-          model_timeout, judge_model, return_tokens, model_urls):
+          model_timeout, judge_model, return_tokens, model_urls, max_sessions, read_timeout, max_connections):
     """Host environments, their model backend and the agent loop over HTTP.
 
     Prints "serving on http://HOST:PORT" once listening. Routes: GET /openapi.json
@@ -678,7 +692,8 @@ def serve(agents, model, host, port, token, session_idle_timeout, max_body_size,
                                    model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT, judge_model=judge_model or None,
                                    return_tokens=return_tokens)
         app = create_app(load_plugins(), list(agents), model, token or None, session_idle_timeout=session_idle_timeout,
-                         max_body_size=max_body_size, agent_config=agent_config)
+                         max_body_size=max_body_size, agent_config=agent_config,
+                         max_sessions=max_sessions, read_timeout=read_timeout, max_connections=max_connections)
         asyncio.run(serve_until_signalled(app, host, port, shutdown_grace))
     except GymError as exc:
         raise _fail(exc)

@@ -75,6 +75,7 @@ class CollectConfig:
     servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
     token: str | None = None  # bearer token of those servers
     ray: Any = None  # a ray_runners.RayOptions: runners started as Ray actors (--executor ray)
+    server_timeout: float | None = None  # seconds a rollout request to them may take; None: the default
 
 
 class InvalidInputError(GymError):
@@ -141,7 +142,8 @@ async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
         from .remote import ServedRunner
 
         return await ServedRunner.create(config.servers, config.agent, config.agent_config, token=config.token,
-                                         model=config.model or None, need_dataset=config.input is None)
+                                         model=config.model or None, need_dataset=config.input is None,
+                                         server_timeout=config.server_timeout)
     return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config,
                                        hook_threads=config.parallel or MAX_THREADS)
 

@@ -47,3 +47,13 @@ def raise_open_files_to_hard_limit() -> None:
     """``gym serve`` cannot know how many rollouts its clients will send (each holds two
     connections there: the client's and the model's), so it takes all the system allows."""
     _raise_soft_limit(None)
+
+
+def open_file_limit() -> int | None:
+    """The soft ``RLIMIT_NOFILE`` now; ``None`` for unlimited or not a Unix."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft

@@ -31,10 +31,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def failure_class(error: dict[str, Any] | None) -> str:
     """A failed rollout's class, for summaries and the failures sidecar: ``model:503``,
-    ``model:connection``, ``model:auth``, ``plugin:verify``, ``judge:503``, ``timeout``, ..."""
+    ``model:connection``, ``model:auth``, ``plugin:verify``, ``judge:503``, ``timeout``, ``server:timeout``, ..."""
     error = error or {}
     kind = error.get("type") or "unknown"
-    if kind in ("model", "judge"):
+    if kind in ("model", "judge", "server"):  # an HTTP status says more than "http": model:503, server:413
         detail = error.get("status") if error.get("kind") == "http" and error.get("status") else error.get("kind")
     elif kind == "plugin":
         detail = error.get("hook") or error.get("kind")

@@ -24,14 +24,24 @@ def _body(name: str, description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
         400: "Bad body: `error.field` names the field (`type`: `invalid_request`).",
-        401: "Missing or wrong token (`type`: `unauthorized`).",
+        401: "Missing or wrong token (`type`: `unauthorized`); the connection is closed.",
+        403: "A Host that is not the runner's address (`untrusted_host`) or an Origin that is not its own "
+             "(`cross_origin`): web pages are refused; the connection is closed.",
+        408: "The body did not arrive within `--read-timeout` (`type`: `request_timeout`).",
+        415: "A POST body not sent as `Content-Type: application/json` (`type`: `unsupported_media_type`).",
         404: "Unknown agent (`unknown_agent`), session (`unknown_session`) or dataset (`no_dataset`).",
         413: "Body larger than `--max-body-size` (`type`: `body_too_large`).",
         500: "A plugin hook raised (`type`: `plugin_error`).",
         502: "The model backend failed (`type`: `model_error`; `upstream_status` and `kind` say how).",
+        503: "`--max-sessions` are held (`type`: `too_many_sessions`), with `Retry-After`: try again then.",
     }
     return {str(s): {"description": texts[s], "content": {"application/json": {"schema": _ref("Error")}}}
-            for s in (401, *statuses)}
+            for s in sorted({401, 403, *statuses})}
+
+
+def _post_errors(*statuses: int) -> dict[str, Any]:
+    """Every POST also answers 408 (slow body) and 415 (not JSON)."""
+    return _errors(408, 415, *statuses)
 
 
 _AGENT = {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"},
@@ -47,9 +57,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"error": {
             "type": "object", "required": ["type", "message"],
             "properties": {
-                "type": {"type": "string", "description": "Stable: invalid_request, unauthorized, unknown_agent, "
+                "type": {"type": "string", "description": "Stable: invalid_request, unauthorized, untrusted_host, "
+                         "cross_origin, request_timeout, unsupported_media_type, unknown_agent, "
                          "unknown_session, no_dataset, not_found, method_not_allowed, body_too_large, "
-                         "plugin_error, model_error, internal_error."},
+                         "plugin_error, model_error, internal_error, too_many_sessions, too_many_connections."},
                 "message": {"type": "string"},
                 "field": {"type": "string", "description": "The bad body field, for invalid_request."},
             }}},
@@ -76,10 +87,16 @@ _SCHEMAS: dict[str, Any] = {
             "model_spec": {"type": "string", "description": "The `--model` the runner was started with."},
             "agents": {"type": "array", "items": _ref("AgentInfo")},
             "sessions": {"type": "object", "properties": {"open": {"type": "integer"},
-                                                          "idle_timeout_s": {"type": "number"}}},
+                                                          "idle_timeout_s": {"type": "number"},
+                                                          "max": {"type": "integer"}}},
+            "connections": {"type": "object", "description": "Open connections, --max-connections, "
+                            "--read-timeout, and how many were closed: timed out, evicted, refused.",
+                            "properties": {k: {"type": "number"} for k in (
+                                "open", "max", "read_timeout_s", "connections_timed_out", "connections_evicted",
+                                "connections_refused")}},
             "stats": {"type": "object", "additionalProperties": {"type": "integer"},
                       "description": "Counters since start: sessions_created, sessions_ended, sessions_reaped, "
-                      "tool_calls, verifies, rollouts, rollouts_in_flight, model_calls."},
+                      "sessions_refused, tool_calls, verifies, rollouts, rollouts_in_flight, model_calls."},
             "auth": {"type": "boolean"},
             "plugins": {"type": "array", "items": {"type": "object"},
                         "description": "The rows of `gym plugins list --json`."},
@@ -133,7 +150,9 @@ _SCHEMAS: dict[str, Any] = {
         "description": "Exactly the line `gym collect` writes: the task row plus these keys, and the "
                        "verifier's metrics at the top level (named in `metric_names`).",
         "properties": {
-            "response": {"type": ["object", "null"]}, "reward": {"type": ["number", "null"]},
+            "response": {"type": ["object", "null"]},
+            "reward": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                       "description": "Null exactly when `error` is set."},
             "metric_names": {"type": "array", "items": {"type": "string"}},
             "task_index": {"type": "integer"}, "rollout_index": {"type": "integer"},
             "agent": {"type": "string"}, "model": {"type": "string"}, "turns": {"type": "integer"},
@@ -161,7 +180,7 @@ _SCHEMAS: dict[str, Any] = {
 def _responses_op(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return {"post": {
         "summary": summary, "parameters": params, "requestBody": _body("ResponsesRequest", "A Responses-API request."),
-        "responses": {"200": _json(_ref("Response"), "The model's response."), **_errors(400, 404, 413, 502)}}}
+        "responses": {"200": _json(_ref("Response"), "The model's response."), **_post_errors(400, 404, 413, 502)}}}
 
 
 def openapi_document(*, auth: bool = False) -> dict[str, Any]:
@@ -169,7 +188,8 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
     agent, session = "/agents/{agent}", "/agents/{agent}/sessions/{session_id}"
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "Liveness; never needs the token.", "security": [],
-                            "responses": {"200": _json(_ref("Health"), "Alive.")}}},
+                            "responses": {"200": _json(_ref("Health"), "Alive."),
+                                          "403": _errors()["403"]}}},
         "/": {"get": {"summary": "What is hosted: agents, tools, model, counters, plugin inventory.",
                       "responses": {"200": _json(_ref("Index"), "The runner."), **_errors()}}},
         "/openapi.json": {"get": {"summary": "This document.",
@@ -189,16 +209,16 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
         agent + "/sessions": {"post": {
             "summary": "Open a session for a task row (runs setup_session).", "parameters": [_AGENT],
             "requestBody": _body("TaskRow", "The task row."),
-            "responses": {"201": _json(_ref("SessionOpened"), "Opened."), **_errors(400, 404, 413, 500)}}},
+            "responses": {"201": _json(_ref("SessionOpened"), "Opened."), **_post_errors(400, 404, 413, 500, 503)}}},
         session + "/tools/{tool}": {"post": {
             "summary": "Call a tool in the session. A tool that raises gives ok=false and an error output, not "
                        "an HTTP error.", "parameters": [_AGENT, _SESSION, _TOOL],
             "requestBody": _body("ToolCall", "The arguments."),
-            "responses": {"200": _json(_ref("ToolResult"), "The tool's output."), **_errors(400, 404, 413)}}},
+            "responses": {"200": _json(_ref("ToolResult"), "The tool's output."), **_post_errors(400, 404, 413)}}},
         session + "/verify": {"post": {
             "summary": "Score the episode with the agent's verify hooks.", "parameters": [_AGENT, _SESSION],
             "requestBody": _body("VerifyRequest", "The episode."),
-            "responses": {"200": _json(_ref("Verdict"), "Reward and metrics."), **_errors(400, 404, 413, 500)}}},
+            "responses": {"200": _json(_ref("Verdict"), "Reward and metrics."), **_post_errors(400, 404, 413, 500)}}},
         session: {"delete": {
             "summary": "End the session (runs teardown_session). Idle sessions end by themselves after "
                        "--session-idle-timeout.", "parameters": [_AGENT, _SESSION],
@@ -207,7 +227,8 @@ def openapi_document(*, auth: bool = False) -> dict[str, Any]:
             "summary": "Run one whole rollout (model, tools, verify) with the same agent loop as embedded "
                        "collection; model failures are reported in the rollout's `error`.", "parameters": [_AGENT],
             "requestBody": _body("RolloutRequest", "The task and its indices."),
-            "responses": {"200": _json(_ref("Rollout"), "The output line."), **_errors(400, 404, 413)}}},
+            "responses": {"200": _json(_ref("Rollout"), "The output line."),
+                          **_post_errors(400, 404, 413, 503)}}},
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",

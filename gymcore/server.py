@@ -31,13 +31,15 @@ from aiohttp import web
 from . import __version__
 from .agent import DEFAULT_MAX_STEPS, AgentConfig, run_rollout
 from .backends import ModelBackend, ModelContext, create_backend
+from .connection_guard import DEFAULT_READ_TIMEOUT, ConnectionGuard, GuardedSite
 from .data import Session, converter, fail_unwritable
 from .dataset import validate_row
 from .eager_requests import requests_sent_at_once
 from .environment import Environment
 from .errors import GymError, InputError, ModelError, UsageError
 from .judge import Judge
-from .limits import raise_open_files_to_hard_limit
+from .limits import open_file_limit, raise_open_files_to_hard_limit
+from .local_hosts import host_is_trusted, is_own_origin, trusted_hosts
 from .plugins import Plugins
 from .runners import split_agent
 
@@ -46,6 +48,10 @@ DEFAULT_PORT = 8000
 DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_GRACE = 30.0
+#: Sessions held at once (opened over HTTP, or by a rollout in flight); each holds plugin state.
+DEFAULT_MAX_SESSIONS = 1024
+#: Seconds a client is told to wait (``Retry-After``) when the runner is full.
+FULL_RETRY_AFTER_S = 1
 
 log = logging.getLogger("gymcore.server")
 
@@ -54,11 +60,14 @@ _UNAUTHENTICATED = frozenset({"/health"})
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": {"type", "message", ["field"]}}`` with ``status``."""
+    """An error answered as ``{"error": {"type", "message", ["field"]}}`` with ``status``
+    (and ``headers``)."""
 
-    def __init__(self, status: int, type: str, message: str, *, field: str | None = None, **extra: Any):
+    def __init__(self, status: int, type: str, message: str, *, field: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(message)
         self.status, self.type, self.field, self.extra = status, type, field, extra
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         error = {"type": self.type, "message": str(self), **self.extra}
@@ -66,6 +75,10 @@ class ApiError(Exception):
             error["field"] = self.field
         return {"error": error}
 
+
+#: Refusals of a client that is not ours (no token, a web page): its connection is closed at
+#: once, so it holds no descriptor.
+_CLOSE_ON = frozenset({401, 403, 408, 415})
 
 #: Stable ``type``s for aiohttp's own HTTP errors (unknown route, wrong method, big body).
 _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
@@ -129,7 +142,8 @@ class Host:
     """The runner's state and its request handlers; :func:`create_app` wires them up."""
 
     def __init__(self, plugins: Plugins, agents: list[str], model_spec: str, *, token: str | None,
-                 idle_timeout: float, reap_interval: float | None, agent_config: AgentConfig):
+                 idle_timeout: float, reap_interval: float | None, agent_config: AgentConfig,
+                 max_sessions: int = DEFAULT_MAX_SESSIONS, guard: ConnectionGuard | None = None):
         if not agents:
             raise GymError("gym serve needs at least one --agent")
         self.plugins = plugins
@@ -137,17 +151,22 @@ class Host:
         self.model_spec = model_spec
         self.token = token.encode() if token else None
         self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        self.guard = guard or ConnectionGuard()
         self.reap_interval = reap_interval or min(max(idle_timeout / 4, 0.05), 30.0)
         self.agent_config = agent_config
         self.runner_id = secrets.token_hex(6)
+        #: Host headers answered (set by :func:`serving` from the bound address)
+        self.trusted_hosts = trusted_hosts(DEFAULT_HOST)
         self.agents: dict[str, HostedAgent] = {}
         self.sessions: dict[str, OpenSession] = {}
         self.inventory: list[dict[str, Any]] = []
         self.stats = {
             "sessions_created": 0, "sessions_ended": 0, "sessions_reaped": 0, "tool_calls": 0,
-            "verifies": 0, "rollouts": 0, "rollouts_in_flight": 0, "model_calls": 0,
+            "verifies": 0, "rollouts": 0, "rollouts_in_flight": 0, "model_calls": 0, "sessions_refused": 0,
         }
         self._reaper: asyncio.Task | None = None
+        self._opening = 0  # sessions in setup_session, not yet in ``sessions``
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -223,11 +242,38 @@ class Host:
 
     # --- helpers ----------------------------------------------------------------------
 
+    def refuse_web_pages(self, request: web.Request) -> None:
+        """Token or not, answer only requests that name this runner as their host, come from
+        no other origin, and (POST) carry JSON: a web page can then neither reach the runner
+        under a rebound name nor send it a "simple" cross-origin request (text/plain, a form),
+        and a JSON one needs a CORS preflight, which is never granted."""
+        host_header = request.headers.get("Host")
+        if not host_is_trusted(host_header, self.trusted_hosts):
+            names = ", ".join(sorted(self.trusted_hosts or ()))
+            raise ApiError(403, "untrusted_host", f"Host {host_header!r} is not this runner's address: it answers "
+                           f"to {names} (a page under a rebound DNS name is refused)")
+        origin = request.headers.get("Origin")
+        if not is_own_origin(origin, host_header):
+            raise ApiError(403, "cross_origin",
+                           f"requests from web pages of other origins are refused (Origin {origin!r})")
+
     def authorized(self, request: web.Request) -> bool:
         if self.token is None or request.path in _UNAUTHENTICATED:
             return True
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token)
+
+    def make_room(self) -> None:
+        """Refuse a new session (503, ``Retry-After``) while ``max_sessions`` are held: those
+        opened over HTTP and those of rollouts in flight. Memory stays bounded; a client
+        waits or goes to another runner."""
+        if len(self.sessions) + self._opening + self.stats["rollouts_in_flight"] < self.max_sessions:
+            return
+        self.stats["sessions_refused"] += 1
+        raise ApiError(503, "too_many_sessions",
+                       f"this runner holds --max-sessions {self.max_sessions} sessions (open ones and rollouts in "
+                       f"flight); retry after {FULL_RETRY_AFTER_S}s or use another runner",
+                       headers={"Retry-After": str(FULL_RETRY_AFTER_S)})
 
     def agent(self, request: web.Request) -> HostedAgent:
         name = request.match_info["agent"]
@@ -267,7 +313,10 @@ class Host:
             "runner_id": self.runner_id,
             "model_spec": self.model_spec,
             "agents": [agent.describe() for agent in self.agents.values()],
-            "sessions": {"open": len(self.sessions), "idle_timeout_s": self.idle_timeout},
+            "sessions": {"open": len(self.sessions), "idle_timeout_s": self.idle_timeout,
+                         "max": self.max_sessions},
+            "connections": {"open": len(self.guard.open), "max": self.guard.max_connections,
+                            "read_timeout_s": self.guard.read_timeout, **self.guard.stats},
             "stats": self.stats,
             "auth": self.token is not None,
             "plugins": self.inventory,
@@ -291,10 +340,14 @@ class Host:
     async def open_session(self, request: web.Request) -> web.Response:
         agent = self.agent(request)
         task = task_from(await read_body(request), "request body", prefix="")
+        self.make_room()
+        self._opening += 1
         try:
             session = await agent.env.open_session(task)
         except Exception as exc:
             raise plugin_error("setup_session", exc) from exc
+        finally:
+            self._opening -= 1
         session_id = secrets.token_urlsafe(16)
         self.sessions[session_id] = OpenSession(agent, session, time.monotonic())
         self.stats["sessions_created"] += 1
@@ -352,6 +405,7 @@ class Host:
                 raise ApiError(400, "invalid_request", "request body: field 'overrides': expected an object",
                                field="overrides")
             config.overrides = {**config.overrides, **overrides}
+        self.make_room()
         self.stats["rollouts_in_flight"] += 1
         try:
             rollout = await run_rollout(agent.env, agent.model, task, task_index=task_index,
@@ -389,8 +443,15 @@ def plugin_error(hook: str, exc: Exception) -> ApiError:
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; a 400 (or 413 past ``client_max_size``) otherwise."""
-    raw = await request.read()
+    """The request's JSON object; a 400 (or 413 past ``client_max_size``) otherwise, and a
+    408 when it does not arrive within ``--read-timeout`` (a slow client holds nothing)."""
+    seconds = request.app[HOST_KEY].guard.read_timeout
+    try:
+        async with asyncio.timeout(seconds):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"the request body did not arrive within --read-timeout "
+                       f"{seconds:g}s") from None
     try:
         data = orjson.loads(raw) if raw.strip() else None
     except orjson.JSONDecodeError as exc:
@@ -431,18 +492,27 @@ def _middleware(host: Host):
     @web.middleware
     async def errors_and_auth(request: web.Request, handler):
         try:
+            host.refuse_web_pages(request)
             if not host.authorized(request):
                 raise ApiError(401, "unauthorized", "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+            if request.method == "POST" and request.content_type != "application/json":
+                raise ApiError(415, "unsupported_media_type", "request body: send it as JSON with 'Content-Type: "
+                               f"application/json', not {request.headers.get('Content-Type', 'no Content-Type')!r}")
             return await handler(request)
         except ApiError as exc:
             response = json_response(exc.body(), status=exc.status)
+            response.headers.update(exc.headers)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
+            if exc.status in _CLOSE_ON:
+                response.force_close()
             return response
         except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too big
             kind = _HTTP_ERROR_TYPES.get(exc.status, "http_error")
             message = f"no route {request.method} {request.path}; see GET /openapi.json" if exc.status in (404, 405) \
                 else exc.text or exc.reason
+            if exc.status == 413:
+                message += "; start the runner with a larger --max-body-size"
             return json_response(ApiError(exc.status, kind, message).body(), status=exc.status)
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
@@ -461,12 +531,17 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     reap_interval: float | None = None,
     agent_config: AgentConfig | None = None,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_connections: int | None = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> web.Application:
     """The runner as an aiohttp application. Environments and backends are built when the
-    app starts (``AppRunner.setup``), so a bad ``--agent`` fails before anything listens."""
+    app starts (``AppRunner.setup``), so a bad ``--agent`` fails before anything listens.
+    ``max_connections`` ``None``: half the open-file limit (see :mod:`gymcore.connection_guard`)."""
     host = Host(plugins, agents, model_spec, token=token, idle_timeout=session_idle_timeout,
-                reap_interval=reap_interval, agent_config=agent_config or AgentConfig(max_steps=DEFAULT_MAX_STEPS))
-    app = web.Application(client_max_size=max_body_size, middlewares=[_middleware(host)])
+                reap_interval=reap_interval, agent_config=agent_config or AgentConfig(max_steps=DEFAULT_MAX_STEPS),
+                max_sessions=max_sessions, guard=ConnectionGuard(max_connections, read_timeout))
+    app = web.Application(client_max_size=max_body_size, middlewares=[host.guard.middleware(), _middleware(host)])
     app[HOST_KEY] = host
 
     async def life_cycle(_app: web.Application):
@@ -508,10 +583,11 @@ async def serving(app: web.Application, host: str = DEFAULT_HOST, port: int = 0,
     A request whose client hangs up is cancelled (``handler_cancellation``): a collector
     that gave up on a rollout (``--timeout``, Ctrl-C) stops its model calls and tools here
     too, and the session ends, instead of the rollout running on for nobody."""
+    app[HOST_KEY].trusted_hosts = trusted_hosts(host)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handler_cancellation=True)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port, app[HOST_KEY].guard, open_files=open_file_limit())
         try:
             await site.start()
         except OSError as exc:

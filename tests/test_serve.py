@@ -295,7 +295,8 @@ async def test_session_routes_over_raw_http(weather_server):
 async def test_errors_are_json_with_a_stable_type(weather_server, method, path, body, status, kind, field):
     data = body if isinstance(body, bytes) else None if body is None else json.dumps(body)
     async with aiohttp.ClientSession() as http:
-        async with http.request(method, weather_server + path, data=data) as resp:
+        async with http.request(method, weather_server + path, data=data,
+                                headers={"Content-Type": "application/json"} if data is not None else {}) as resp:
             got = await resp.json(content_type=None)
             assert resp.status == status, got
             assert resp.content_type == "application/json"
@@ -739,3 +740,469 @@ def test_a_runner_takes_the_open_files_its_clients_need(fake_openai, gym_env, tm
                          "--parallel", "300", "--max-retries", "0", "-q", env=gym_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(read_jsonl(out)) == 600
+
+
+# --- what a runner answers is checked like an input row ---------------------------------------
+
+
+class JunkRunner:
+    """A fake ``gym serve`` in a thread of its own: enough of a runner (``GET /``) for the
+    collector to start, and ``POST /agents/stamp/rollouts`` answered by ``answer(body) ->
+    (status, headers, raw bytes)``, which each test sets."""
+
+    def __init__(self):
+        self.answer = None
+        self.url = ""
+        self._loop = self._runner = None
+
+    def start(self) -> str:
+        from aiohttp import web
+        import threading
+
+        async def index(_request):
+            return web.json_response({"model_spec": "fake", "agents": [
+                {"name": "stamp", "model": "fake:1", "is_replay": False}]})
+
+        async def rollout(request):
+            status, headers, raw = self.answer(await request.json())
+            return web.Response(status=status, headers=headers, body=raw)
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_get("/", index)
+            app.router.add_post("/agents/stamp/rollouts", rollout)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(start())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True, name="junk-runner").start()
+        assert ready.wait(10)
+        return self.url
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+@pytest.fixture(scope="module")
+def junk_runner():
+    runner = JunkRunner()
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+DROP = object()
+
+
+def scored_line(body: dict, **changes) -> dict:
+    """The line a well-behaved runner answers for rollout request ``body``, with ``changes``
+    (``DROP`` removes a key)."""
+    line = {**body["task"], "response": {"id": "r", "output": []}, "reward": 1.0, "metric_names": ["calls"],
+            "calls": 2, "task_index": body["task_index"], "rollout_index": body["rollout_index"],
+            "agent": "stamp", "model": "fake:1", "turns": 1, "tool_calls": 0, "tool_errors": 0,
+            "stop_reason": "completed", "timing": {"total_s": 0.1, "model_s": 0.05, "tools_s": 0.0, "verify_s": 0.0},
+            "error": None}
+    for key, value in changes.items():
+        if value is DROP:
+            line.pop(key)
+        else:
+            line[key] = value
+    return line
+
+
+def answer_json(**changes):
+    return lambda body: (200, {"Content-Type": "application/json"}, json.dumps(scored_line(body, **changes)).encode())
+
+
+@pytest.mark.parametrize("answer, named", [
+    (lambda body: (200, {}, b"<html>upstream hiccup</html>"), "not JSON"),
+    (lambda body: (200, {}, b""), "not JSON"),
+    (lambda body: (200, {}, b"[1, 2]"), "not a JSON object"),
+    (lambda body: (200, {}, json.dumps(scored_line(body, task_index=body["task_index"] + 1)).encode()), "task_index"),
+    (lambda body: (200, {}, json.dumps(scored_line(body, rollout_index=body["rollout_index"] + 5)).encode()),
+     "rollout_index"),
+    (answer_json(reward=7), "reward"),
+    (answer_json(reward=-0.5), "reward"),
+    (answer_json(reward="1.0"), "reward"),
+    (answer_json(reward=True), "reward"),
+    (answer_json(reward=None), "reward"),
+    (answer_json(reward=DROP), "reward"),
+    (answer_json(task_index=DROP), "task_index"),
+    (answer_json(error="boom"), "error"),
+    (answer_json(response=5), "response"),
+    (answer_json(timing="fast"), "timing"),
+    (answer_json(turns=-1), "turns"),
+    (answer_json(metric_names=["nope"]), "metric_names"),
+])
+async def test_a_runner_reply_that_is_wrong_is_a_protocol_failure(junk_runner, tmp_path, fresh_plugins, answer, named):
+    junk_runner.answer = answer
+    config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=2, progress=False,
+                           input=write_tasks(tmp_path / "tasks.jsonl", 3), servers=[junk_runner.url])
+    summary = await collect(fresh_plugins(), config)
+    assert summary["rollouts"] == 3 and summary["failed"] == 3 and summary["failures"] == {"server:protocol": 3}
+    assert read_jsonl(config.output) == []  # nothing the runner said was written as a rollout
+    failed = read_jsonl(tmp_path / "out.failures.jsonl")
+    assert sorted(l["task_index"] for l in failed) == [0, 1, 2]
+    for line in failed:
+        assert line["class"] == "server:protocol" and junk_runner.url in line["message"], line
+        assert named in line["message"], line["message"]
+
+
+async def test_a_good_runner_reply_is_written_with_the_row_that_was_sent(junk_runner, tmp_path, fresh_plugins):
+    """The row comes from the input, not from the runner's echo of it."""
+    junk_runner.answer = lambda body: (200, {}, json.dumps(scored_line(
+        body, responses_create_params={"input": "rewritten by the runner"})).encode())
+    config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=2, progress=False,
+                           input=write_tasks(tmp_path / "tasks.jsonl", 3), servers=[junk_runner.url])
+    summary = await collect(fresh_plugins(), config)
+    assert summary["failed"] == 0 and summary["mean_reward"] == 1.0
+    lines = sorted(read_jsonl(config.output), key=lambda l: l["task_index"])
+    assert [l["responses_create_params"]["input"] for l in lines] == ["task 0", "task 1", "task 2"]
+    assert [l["calls"] for l in lines] == [2, 2, 2] and all(l["metric_names"] == ["calls"] for l in lines)
+
+
+# --- a row over the runner's body limit ------------------------------------------------------
+
+
+async def test_a_row_over_the_body_limit_fails_alone_and_the_run_goes_on(fresh_plugins, tmp_path):
+    plugins, _tool = stamp_plugins(fresh_plugins, "A")
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 4)
+    rows = tasks.read_text().splitlines()
+    rows[1] = json.dumps({"responses_create_params": {"input": "x" * 8192}})
+    tasks.write_text("\n".join(rows) + "\n")
+    async with serving(create_app(plugins, ["stamp"], "scripted:1", max_body_size=4096)) as url:
+        config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=1, progress=False,
+                               input=tasks, servers=[url])
+        summary = await collect(fresh_plugins(), config)
+        assert summary["failed"] == 1 and summary["failures"] == {"server:413": 1}
+        assert sorted(l["task_index"] for l in read_jsonl(config.output)) == [0, 2, 3]
+        [failed] = read_jsonl(tmp_path / "out.failures.jsonl")
+        assert failed["task_index"] == 1 and failed["class"] == "server:413"
+        assert "--max-body-size" in failed["message"] and url in failed["message"]
+        # a resume tries it again, fails it again, and still ends
+        summary = await collect(fresh_plugins(), attrs.evolve(config, resume=True))
+        assert summary["failed"] == 1 and summary["resumed"] == 3
+
+
+# --- runners that are full, and runners that froze -------------------------------------------
+
+
+async def test_a_full_runner_answers_503_and_the_collector_waits_instead_of_failing(fresh_plugins, tmp_path):
+    plugins, tool = stamp_plugins(fresh_plugins, "A", delay=0.05)
+    app = create_app(plugins, ["stamp"], "scripted:2", max_sessions=2)
+    async with serving(app) as url:
+        config = CollectConfig(agent="stamp", model="", output=tmp_path / "out.jsonl", parallel=6, progress=False,
+                               input=write_tasks(tmp_path / "tasks.jsonl", 12), servers=[url])
+        summary = await collect(fresh_plugins(), config)
+        stats = app[HOST_KEY].stats
+    assert summary["failed"] == 0 and summary["rollouts"] == 12 and len(read_jsonl(config.output)) == 12
+    assert stats["sessions_refused"] > 0  # the runner did say "full", and nobody saw it as a failure
+    assert tool.max_in_tool <= 2 and tool.live == 0
+
+
+async def test_max_sessions_answers_503_with_retry_after(fresh_plugins):
+    plugins, tool = stamp_plugins(fresh_plugins, "A")
+    async with serving(create_app(plugins, ["stamp"], "scripted", max_sessions=2)) as url, \
+            aiohttp.ClientSession() as http:
+        base = url + "/agents/stamp/sessions"
+        row = {"responses_create_params": {"input": "x"}}
+        opened = [await get_json(http, "POST", base, row) for _ in range(2)]
+        assert [status for status, _ in opened] == [201, 201]
+        async with http.post(base, json=row) as resp:
+            error = await resp.json()
+            assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+        assert error["error"]["type"] == "too_many_sessions" and "--max-sessions 2" in error["error"]["message"]
+        status, _ = await get_json(http, "POST", url + "/agents/stamp/rollouts", {"task": row})
+        assert status == 503  # a rollout holds a session too
+        assert await get_json(http, "DELETE", f"{base}/{opened[0][1]['session_id']}") == (200, {"ended": True})
+        assert (await get_json(http, "POST", base, row))[0] == 201
+    assert tool.setups == 3 and tool.live == 0
+
+
+def test_a_frozen_runner_becomes_timeout_failures_and_the_run_ends(fake_openai, gym_env, tmp_path):
+    """SIGSTOP one of two runners mid-collection: what it holds fails as server:timeout
+    after --server-timeout, the rest goes to the other runner, and gym collect exits."""
+    fake_openai.latency = 0.02
+    help_text = run_gym("collect", "--help", env=gym_env).stdout
+    assert "--server-timeout" in help_text and "Default: 1800" in help_text
+    tasks = weather_tasks(tmp_path / "tasks.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    with gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (_p1, url1), \
+            gym_serve("--agent", "weather", "--model", "openai:fake", env=gym_env) as (proc2, url2):
+        collector = subprocess.Popen([GYM, "collect", "--server", url1, "--server", url2, "--agent", "weather",
+                                      "-i", str(tasks), "-o", str(out), "-p", "4", "--server-timeout", "2", "-q"],
+                                     env=gym_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(1000):  # bounded: until some rollouts are written
+                if out.exists() and len(out.read_text().splitlines()) >= 6:
+                    break
+                time.sleep(0.01)
+            proc2.send_signal(signal.SIGSTOP)
+            _stdout, stderr = collector.communicate(timeout=90)
+        finally:
+            proc2.send_signal(signal.SIGCONT)
+            if collector.poll() is None:
+                collector.kill()
+                collector.wait()
+    assert collector.returncode == 1, stderr
+    ok = read_jsonl(out)
+    failed = read_jsonl(tmp_path / "out.failures.jsonl")
+    assert failed and all(l["class"] == "server:timeout" for l in failed), failed
+    assert all(url2 in l["message"] and "--server-timeout 2" in l["message"] for l in failed)
+    assert sorted(l["task_index"] for l in ok + failed) == list(range(40))
+    assert "Traceback" not in stderr
+
+
+# --- web pages cannot drive a runner -----------------------------------------------------------
+
+
+def raw_request(url: str, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict, dict]:
+    """One request with exactly these headers (``Host`` too), by http.client."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def runner_stats(url: str) -> dict:
+    with urllib.request.urlopen(url + "/") as resp:
+        return json.loads(resp.read())["stats"]
+
+
+ROW = json.dumps({"task": read_jsonl(EXAMPLE)[1]}).encode()  # a recorded task: replay answers it
+
+
+@pytest.mark.parametrize("headers, status, kind", [
+    ({"Host": "evil.example"}, 403, "untrusted_host"),
+    ({"Host": "attacker.example:{port}"}, 403, "untrusted_host"),
+    ({"Host": "127.0.0.1.evil.example:{port}"}, 403, "untrusted_host"),
+    ({"Host": "127.0.0.1:{port}", "Origin": "http://evil.example"}, 403, "cross_origin"),
+    ({"Host": "127.0.0.1:{port}", "Origin": "http://localhost:1"}, 403, "cross_origin"),
+    ({"Host": "127.0.0.1:{port}", "Origin": "null"}, 403, "cross_origin"),
+    ({"Host": "127.0.0.1:{port}", "Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ({"Host": "127.0.0.1:{port}", "Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
+    ({"Host": "127.0.0.1:{port}"}, 415, "unsupported_media_type"),  # no Content-Type at all
+    ({"Host": "localhost:{port}", "Content-Type": "application/json; charset=utf-8"}, 200, None),
+    ({"Host": "127.0.0.1:{port}", "Origin": "http://127.0.0.1:{port}", "Content-Type": "application/json"}, 200, None),
+])
+def test_only_same_host_same_origin_json_requests_reach_a_runner(weather_server, headers, status, kind):
+    port = weather_server.rsplit(":", 1)[1]
+    headers = {k: v.format(port=port) for k, v in headers.items()}
+    before = runner_stats(weather_server)["rollouts"]
+    got, response_headers, body = raw_request(weather_server, "POST", "/agents/weather/rollouts", ROW, headers)
+    assert got == status, body
+    if kind is None:
+        assert body["reward"] == 1.0 and runner_stats(weather_server)["rollouts"] == before + 1
+    else:
+        assert body["error"]["type"] == kind and body["error"]["message"]
+        assert response_headers["Connection"] == "close"
+        assert runner_stats(weather_server)["rollouts"] == before  # refused before anything ran
+
+
+def test_a_bad_host_is_refused_on_every_route(weather_server):
+    for method, path in (("GET", "/"), ("GET", "/openapi.json"), ("GET", "/agents/weather/tools"),
+                         ("DELETE", "/agents/weather/sessions/x")):
+        status, _, body = raw_request(weather_server, method, path, headers={"Host": "rebound.example"})
+        assert status == 403 and body["error"]["type"] == "untrusted_host", (method, path)
+    assert raw_request(weather_server, "GET", "/", headers={"Host": "[::1]"})[0] == 200
+
+
+#: What a hostile page runs: POST a rollout and a model call, as text/plain (a "simple"
+#: request: no preflight) and as JSON (preflighted when cross-origin).
+ATTACK = """async runner => {
+  const row = {task: {responses_create_params: {input: "weather in Paris?"}}};
+  const out = [];
+  for (const [path, body] of [["/agents/weather/rollouts", row], ["/v1/responses", {input: "hi"}]]) {
+    for (const type of ["text/plain", "application/json"]) {
+      try {
+        const r = await fetch(runner + path, {method: "POST", body: JSON.stringify(body),
+          mode: type === "text/plain" && runner ? "no-cors" : "cors", headers: {"Content-Type": type}});
+        out.push(type + " " + (r.type === "opaque" ? "opaque" : r.status + " " + await r.text()));
+      } catch (e) { out.push(type + " blocked " + e); }
+    }
+  }
+  return out;
+}"""
+
+
+@pytest.fixture
+def chromium():
+    """Headless chromium as the viewer's browser tests launch it; ``rebind.test`` resolves
+    to 127.0.0.1, as a DNS-rebinding attacker's name would. Per test: Playwright's sync API
+    holds an event loop in this thread, which the async tests after it must not find."""
+    from .test_viewer_browser import CHROMIUM, CHROMIUM_ARGS, sync_api  # skips without chromium
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            *CHROMIUM_ARGS, "--host-resolver-rules=MAP rebind.test 127.0.0.1"])
+        yield browser
+        browser.close()
+
+
+def test_a_web_page_cannot_drive_a_runner(weather_server, chromium):
+    """A page of another origin posts text/plain (no preflight) and JSON (preflight) to the
+    runner; a page whose name was rebound to 127.0.0.1 posts same-origin. Nothing runs."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>cats</title><p>nothing to see"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    before = runner_stats(weather_server)
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{attacker.server_port}/")
+        cross_origin = page.evaluate(ATTACK, weather_server)
+        # the attacker's page, once its name points at 127.0.0.1: the runner's port is its origin
+        page.goto(f"http://rebind.test:{weather_server.rsplit(':', 1)[1]}/health")
+        same_origin = page.evaluate(ATTACK, "")
+    finally:
+        context.close()
+        attacker.shutdown()
+    after = runner_stats(weather_server)
+    assert (after["rollouts"], after["model_calls"]) == (before["rollouts"], before["model_calls"]), \
+        (cross_origin, same_origin)
+    assert [r.split()[1] for r in cross_origin] == ["opaque", "blocked"] * 2  # sent blind, or not at all
+    assert all("untrusted_host" in r for r in same_origin), same_origin  # the page reads only the refusal
+
+
+# --- slow clients: timeouts, a connection cap, strangers shown the door -------------------------
+
+
+def connect(url: str, timeout: float = 20):
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+
+
+def read_until_closed(sock) -> bytes:
+    """Everything the runner sends until it closes the connection (the socket's timeout
+    only stops a hang)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_slow_and_unauthenticated_connections_are_closed(tmp_path):
+    token = "s3cret-token"
+    with gym_serve("--agent", "weather", "--model", "replay", "--token", token, "--read-timeout", "1",
+                   env=serve_env()) as (_proc, url):
+        host = url.removeprefix("http://")
+        # headers that never end: closed, without an answer
+        slow = connect(url)
+        slow.sendall(f"POST /agents/weather/rollouts HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
+        assert read_until_closed(slow) == b""
+        # an authorised request whose body never comes: 408, closed
+        stalled = connect(url)
+        stalled.sendall(f"POST /agents/weather/rollouts HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        answer = read_until_closed(stalled)
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer and b"--read-timeout" in answer
+        # a stranger's request is answered 401 at once and its connection closed, body or not
+        stranger = connect(url)
+        stranger.sendall(f"POST /agents/weather/rollouts HTTP/1.1\r\nHost: {host}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{".encode())
+        answer = read_until_closed(stranger)
+        assert answer.startswith(b"HTTP/1.1 401") and b"Connection: close" in answer
+        for sock in (slow, stalled, stranger):
+            sock.close()
+
+
+def test_slow_loris_cannot_starve_a_runner_of_connections(tmp_path):
+    """400 connections that send their headers a byte at a time, against a token-protected
+    runner that may open 256 files: an authorised request is still answered (the slow ones
+    are closed to make room, oldest first), and so is a rollout."""
+    token = "s3cret-token"
+    help_text = run_gym("serve", "--help", env=serve_env()).stdout
+    assert "--max-connections" in help_text and "--read-timeout" in help_text
+    with gym_serve("--agent", "weather", "--model", "replay", "--token", token, env=serve_env(),
+                   preexec_fn=open_file_limit(256, 256)) as (proc, url):
+        host = url.removeprefix("http://")
+        slow = []
+        try:
+            for i in range(400):
+                sock = connect(url)
+                sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow-{i}: ".encode())
+                slow.append(sock)
+            for sock in slow[::7]:  # keep dribbling (those the runner closed say so)
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            status, _, index = raw_request(url, "GET", "/", headers=headers)
+            assert status == 200 and index["auth"] is True
+            connections = index["connections"]
+            assert connections["max"] < 256 // 2 and connections["open"] <= connections["max"]
+            assert connections["connections_evicted"] >= 400 - connections["max"]
+            status, _, line = raw_request(url, "POST", "/agents/weather/rollouts", ROW, headers)
+            assert status == 200 and line["reward"] == 1.0
+        finally:
+            for sock in slow:
+                sock.close()
+        assert proc.poll() is None
+    assert "Too many open files" not in proc.stderr.read()
+
+
+async def test_past_the_connection_cap_with_every_connection_busy_a_client_gets_503(fresh_plugins):
+    """Nothing to evict (both connections are inside a request): the third gets 503 with
+    Retry-After, which served collection waits out, and is closed."""
+    plugins, tool = stamp_plugins(fresh_plugins, "A")
+    app = create_app(plugins, ["stamp"], "scripted", max_connections=2)
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        base = url + "/agents/stamp/sessions"
+        _, opened = await get_json(http, "POST", base, {"responses_create_params": {"input": "x"}})
+        await http.close()  # its connection goes: the two slow calls below hold the only two
+        slow_calls = []
+        for _ in range(2):
+            client = aiohttp.ClientSession()
+            slow_calls.append((client, asyncio.create_task(get_json(
+                client, "POST", f"{base}/{opened['session_id']}/tools/where", {"arguments": {"sleep": 1.0}}))))
+        for _ in range(200):  # bounded: until both are inside the tool
+            if tool.in_tool == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert tool.in_tool == 2
+        reader, writer = await asyncio.open_connection(*url.removeprefix("http://").split(":"))
+        writer.write(f"GET /health HTTP/1.1\r\nHost: {url.removeprefix('http://')}\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 20)  # until the runner closes it
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer and b"too_many_connections" in answer
+        for client, call in slow_calls:
+            assert (await asyncio.wait_for(call, 20))[0] == 200
+            await client.close()
+        assert app[HOST_KEY].guard.stats["connections_refused"] == 1

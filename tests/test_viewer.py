@@ -561,6 +561,7 @@ def test_only_the_named_file_is_served(client):
 def test_foreign_host_header_is_refused(client):
     assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
     assert client.get("/", headers={"Host": "127.0.0.1:7860"}).status_code == 200
+    assert client.get("/", headers={"Host": "[::1]:7860"}).status_code == 200  # IPv6 loopback, as gym serve
 
 
 # -- the command ---------------------------------------------------------------------------

@@ -23,11 +23,11 @@ from .failures import FailureState, failure_state
 from .index import FailureIndex, RolloutColumns, RolloutIndex, failure_record, line_fields
 from .query import (ERROR_CHOICES, ROLLOUT_SORTS, TASK_FLAGS, Page, RolloutQuery, Selector, TaskQuery,
                     task_rows)
+from .. import local_hosts
 from .summary import Overview, overview, overview_json
 
 #: How long a request waits for new lines to be indexed before it answers with what is there.
 DEFAULT_WAIT_S = 0.25
-LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 
@@ -128,12 +128,12 @@ def _short(text: Any, length: int = 160) -> str:
 
 
 def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
-               trusted_hosts: list[str] | None = LOCAL_HOSTS) -> Flask:
+               trusted_hosts: frozenset[str] | None = frozenset(local_hosts.LOCAL_HOSTS)) -> Flask:
     """The viewer app for one file. ``wait``: how long a request waits for indexing
-    (``None``: until done, for tests). ``trusted_hosts``: Host headers accepted (the
-    default refuses DNS-rebinding requests); ``None`` accepts any."""
+    (``None``: until done, for tests). ``trusted_hosts``: Host names accepted (the
+    default refuses DNS-rebinding requests; see :mod:`gymcore.local_hosts`); ``None``
+    accepts any."""
     app = Flask(__name__)
-    app.config["TRUSTED_HOSTS"] = trusted_hosts
     app.json.sort_keys = False
     viewer = Viewer(path)
     app.extensions["gym_view"] = viewer
@@ -143,6 +143,8 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
 
     @app.before_request
     def _refresh() -> Any:
+        if not local_hosts.host_is_trusted(request.headers.get("Host"), trusted_hosts):
+            abort(400, "this viewer does not answer to that Host")
         if request.endpoint == "static":
             return None
         viewer.refresh(wait)
@@ -332,8 +334,7 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, *,
     """Run the viewer in werkzeug's threaded server until interrupted."""
     from werkzeug.serving import make_server
 
-    trusted = None if host in ("0.0.0.0", "::", "") else sorted({host, *LOCAL_HOSTS})
-    app = create_app(path, trusted_hosts=trusted)
+    app = create_app(path, trusted_hosts=local_hosts.trusted_hosts(host))
     server = make_server(host, port, app, threaded=True)
     shown = f"[{host}]" if ":" in host else host
     echo(f"gym view: serving {Path(path)} at http://{shown}:{server.port}/  (Ctrl-C to stop)")
