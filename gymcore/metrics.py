@@ -15,7 +15,8 @@ import attrs
 
 from .data import Rollout
 
-#: A rollout "passes" (for pass@k) when its reward reaches this.
+#: A rollout "passes" (for pass@k) when its reward reaches this, unless ``--pass-threshold``
+#: says otherwise (rewards may be any finite number).
 PASS_THRESHOLD = 1.0
 
 
@@ -64,6 +65,8 @@ class RunStats:
     """
 
     repeats: int = 1
+    #: a rollout passes when its reward is at least this (``--pass-threshold``)
+    threshold: float = PASS_THRESHOLD
     rollouts: int = 0
     resumed: int = 0
     scored: int = 0
@@ -123,7 +126,7 @@ class RunStats:
             self.scored += 1
             self.reward_sum += reward
             counts[1] += 1
-            counts[2] += reward >= PASS_THRESHOLD
+            counts[2] += reward >= self.threshold
         if counts[0] >= self.repeats:
             del self.open_tasks[task_index]
             self._fold(counts[1], counts[2], self.pass_sums, self.pass_tasks)
@@ -157,6 +160,7 @@ class RunStats:
             "failure_samples": dict(self.failure_samples),
             "tasks": self.tasks_done + len(self.open_tasks),
             "mean_reward": self.mean_reward,
+            "pass_threshold": self.threshold,
             **self.pass_at(),
             "mean_turns": self.turns_sum / self.rollouts if self.rollouts else None,
             "tool_calls": self.tool_calls,
@@ -181,7 +185,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             value = f"{value:.4f}"
         elif isinstance(value, dict) and value and all(isinstance(v, str) for v in value.values()):
             value = ("\n" + " " * (width + 2)).join(f"{k}: {v}" for k, v in value.items())  # one per line
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            value = ("\n" + " " * (width + 2)).join(  # one line per entry (e.g. per environment)
+                f"{k}: " + ", ".join(f"{n}={_short(v)}" for n, v in entry.items()) for k, entry in value.items())
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
         lines.append(f"{key.rjust(width)}: {value}")
     return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

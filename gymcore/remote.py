@@ -142,6 +142,7 @@ class ServedRunner:
             "task": converter.unstructure(task), "task_index": task_index, "rollout_index": rollout_index,
             "max_steps": self.config.max_steps, "overrides": self.config.overrides,
             "max_retries": self.config.retry.max_retries,
+            **({"seed_repeats": True} if self.config.seed_repeats else {}),
         }, option=orjson.OPT_NON_STR_KEYS)
         tried: set[int] = set()
         while True:

@@ -113,6 +113,7 @@ async def _rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
         result = await verify_stored(await env_for(agent), rollout)
         if isinstance(result, Verdict):
             rollout.reward, rollout.metrics, rollout.error = result.reward, result.metrics, None
+            rollout.reward_components = result.reward_components
         else:
             rollout.reward, rollout.error = None, result
         return rollout, old

@@ -31,7 +31,7 @@ import jsonlines
 import orjson
 
 from . import __version__
-from .data import Rollout, converter, fail_unwritable, shadowed_columns
+from .data import Rollout, components_mismatch, converter, fail_unwritable, shadowed_columns
 from .errors import GymError
 from .jsonvalues import OPTIONS, unwritable_fields
 from .metrics import failure_class
@@ -164,10 +164,12 @@ class RunRecord:
     invocations: int = 1
     #: the copy beside the output that a piped input was spooled to (see ``input_spool``)
     input_copy: str | None = None
+    #: ``--seed-repeats``: each request carried ``seed = rollout_index``
+    seed_repeats: bool = False
 
-    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model")
+    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model", "seed_repeats")
     _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model", "judge_model": "judge model",
-               "overrides": "request overrides", "max_steps": "max steps"}
+               "overrides": "request overrides", "max_steps": "max steps", "seed_repeats": "--seed-repeats"}
 
     @classmethod
     def load(cls, path: Path) -> "RunRecord":
@@ -277,12 +279,17 @@ class RolloutSink:
         self.output, self.failures, self.invocation = output, failures, invocation
         self.on_warning = on_warning
         self._shadowed: set[str] = set()
+        self._told_sum = False
 
     def write(self, rollout: Rollout) -> None:
         """Write ``rollout`` where it belongs; a rollout that cannot be written is made a
         failure in place (``rollout.error`` set), so stats counted after this see it."""
         if rollout.error is None:
             self._note_shadowed(rollout)
+            mismatch = components_mismatch(rollout) if not self._told_sum else None
+            if mismatch:
+                self._told_sum = True
+                self.on_warning(mismatch + " (said once per run)")
             line = converter.unstructure(rollout)
             try:
                 self.output.write(line)

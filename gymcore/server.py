@@ -342,7 +342,8 @@ class Host:
         retries = int_field(body, "max_retries", self.agent_config.retry.max_retries, 0)
         config = AgentConfig(max_steps=int_field(body, "max_steps", self.agent_config.max_steps, 1),
                              overrides=self.agent_config.overrides,
-                             retry=attrs.evolve(self.agent_config.retry, max_retries=retries))
+                             retry=attrs.evolve(self.agent_config.retry, max_retries=retries),
+                             seed_repeats=body.get("seed_repeats") is True)
         overrides = body.get("overrides")
         if overrides is not None:
             if not isinstance(overrides, dict):
