@@ -136,14 +136,14 @@ async def served_routing_runner(config) -> RoutingRunner:
                 if isinstance(agent, dict) and isinstance(agent.get("name"), str):
                     hosts.setdefault(agent["name"], []).append(url)
 
-    async def build(name: str) -> RolloutRunner:
+    async def build(name: str, need_dataset: bool = False) -> RolloutRunner:
+        # the runners hosting it; none: all of them, and ServedRunner says which host what
         return await ServedRunner.create(hosts.get(name) or list(config.servers), name, config.agent_config,
-                                         token=config.token, model=config.model or None, need_dataset=False)
+                                         token=config.token, model=config.model or None, need_dataset=need_dataset)
 
     default = None
     if config.agent:
-        default = await ServedRunner.create(config.servers, config.agent, config.agent_config, token=config.token,
-                                            model=config.model or None, need_dataset=config.input is None)
+        default = await build("+".join(split_agent(config.agent)), need_dataset=config.input is None)
     return RoutingRunner(default, "+".join(split_agent(config.agent)) if config.agent else None, build,
                          lambda: sorted(hosts))
 
