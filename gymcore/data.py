@@ -175,6 +175,8 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
     names = line.get("metric_names") or []
     skip = set(OUTPUT_KEYS) | set(names)
     row = {k: v for k, v in line.items() if k not in skip}
+    if row.get("agent_ref") == {"name": line.get("agent")}:  # the one the writer added: not the row's
+        del row["agent_ref"]
     sent = None
     if isinstance(line.get(ROW_PARAMS_KEY), dict):  # the row's own params, and what was sent
         sent, row["responses_create_params"] = row["responses_create_params"], line[ROW_PARAMS_KEY]
