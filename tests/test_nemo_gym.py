@@ -262,3 +262,22 @@ def test_nemo_gym_profiling_reads_our_output_with_our_figures(tmp_path, env):
             assert mine[key] == pytest.approx(ng[key]), key
     every = [l for l in read_jsonl(out)]
     assert ours["mean_reward"] == pytest.approx(sum(l["reward"] for l in every) / len(every))
+
+
+@pytest.mark.parametrize("reward", [-0.5, 2.0, -1e6, 0.0, 1.0])
+def test_any_finite_reward_is_a_verdict(reward):
+    from gymcore.data import as_verdict
+
+    assert as_verdict({"reward": reward}).reward == reward
+
+
+@pytest.mark.parametrize("value, says", [
+    (float("nan"), "not a finite number"), (float("inf"), "not a finite number"),
+    ({"reward": 1.0, "reward_components": {"a": float("nan")}}, "reward component 'a'"),
+    ({"reward": 1.0, "reward_components": [1.0]}, "reward_components of type list"),
+])
+def test_nan_and_infinity_stay_failures(value, says):
+    from gymcore.data import VerdictError, as_verdict
+
+    with pytest.raises(VerdictError, match=says):
+        as_verdict(value)
