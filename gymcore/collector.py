@@ -205,7 +205,8 @@ def _prepare(config: CollectConfig, runner: RolloutRunner, stats: RunStats,
         model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit,
         judge_model=config.agent_config.judge_model,
-        input_copy=given.copy if given is not None else None, seed_repeats=config.agent_config.seed_repeats)
+        input_copy=given.copy if given is not None else None, seed_repeats=config.agent_config.seed_repeats,
+        pass_threshold=config.pass_threshold)
     state = ResumeState()
     if config.resume:
         def seen(line: dict[str, Any]) -> None:

@@ -166,6 +166,9 @@ class RunRecord:
     input_copy: str | None = None
     #: ``--seed-repeats``: each request carried ``seed = rollout_index``
     seed_repeats: bool = False
+    #: ``--pass-threshold`` (not part of what the run is: it only changes what is counted a
+    #: pass; ``gym view`` reads it here)
+    pass_threshold: float = 1.0
 
     IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model", "seed_repeats")
     _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model", "judge_model": "judge model",

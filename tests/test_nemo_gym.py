@@ -281,3 +281,22 @@ def test_nan_and_infinity_stay_failures(value, says):
 
     with pytest.raises(VerdictError, match=says):
         as_verdict(value)
+
+
+def test_the_viewer_breaks_a_mixed_run_down_by_environment_at_the_runs_threshold(tmp_path, env):
+    from gymcore.viewer.app import create_app
+
+    rows = [tally_row("a", reward=0.6), tally_row("b", reward=0.4), weather_row("Paris"), weather_row("Oslo")]
+    tasks = write_rows(tmp_path / "tasks.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    assert collect(tasks, out, "--agent", "weather", "--pass-threshold", "0.5", env=env).returncode == 0
+    summary = json.loads((tmp_path / "out.metrics.json").read_text())
+    client = create_app(out, wait=None).test_client()
+    overview = client.get("/api/overview").get_json()
+    assert overview["pass_threshold"] == 0.5
+    assert overview["pass_at"]["pass@1"] == pytest.approx(summary["pass@1"])  # same passes as the run
+    environments = {name: (n, mean, rate) for name, n, mean, rate in overview["environments"]}
+    assert environments["tally"] == (2, pytest.approx(0.5), pytest.approx(0.5))  # 0.6 passes, 0.4 does not
+    assert environments["weather"][0] == 2
+    html = client.get("/").get_data(as_text=True)
+    assert "pass@1 (reward ≥ 0.5)" in html and "<th>tally</th>" in html

@@ -34,6 +34,22 @@ def sidecar(path: Path, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def run_pass_threshold(path: Path) -> float:
+    """The ``--pass-threshold`` of the run that wrote ``path`` (its run record, else its
+    summary), else the default: what passes in the viewer is what passed in the run."""
+    from ..metrics import PASS_THRESHOLD
+
+    for suffix in (".run.json", ".metrics.json"):
+        try:
+            data = orjson.loads(sidecar(path, suffix).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        value = data.get("pass_threshold") if isinstance(data, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return PASS_THRESHOLD
+
+
 class Viewer:
     """The app's state: the file's index, the failures sidecar's index, small caches."""
 
@@ -42,6 +58,7 @@ class Viewer:
         self.index = RolloutIndex(self.path)
         self.failures = FailureIndex(sidecar(self.path, ".failures.jsonl"))
         self.metrics_path = sidecar(self.path, ".metrics.json")
+        self.index.threshold = run_pass_threshold(self.path)
         self.selector = Selector(self.index)
         self._cache: dict[str, tuple[tuple, Any]] = {}
         self._lock = threading.Lock()

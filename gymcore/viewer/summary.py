@@ -46,6 +46,9 @@ class Overview:
     metrics: list[tuple[str, float, int]]
     models: list[tuple[str, int]]
     agents: list[tuple[str, int]]
+    #: per environment: (name, rollouts, mean reward, pass rate at the threshold)
+    environments: list[tuple[str, int, float | None, float | None]]
+    pass_threshold: float
     task_flags: dict[str, int]
     rewards: list[float]
     turns: Counter
@@ -74,6 +77,9 @@ def overview(index: RolloutIndex, cols: RolloutColumns) -> Overview:
             timing=[(key, total / count) for key, (total, count) in index.timing_sums.items() if count],
             metrics=[(name, total / count, count) for name, (total, count) in index.metric_sums.items()],
             models=index.models.most_common(), agents=index.agents.most_common(),
+            environments=[(name, int(n), total / scored if scored else None, passed / scored if scored else None)
+                          for name, (n, scored, total, passed) in sorted(index.environments.items())],
+            pass_threshold=index.threshold,
         )
     pass_at = []
     for k in pass_ks(max((scored for scored, _ in per_task), default=0)):
