@@ -325,7 +325,9 @@ class Host:
             except Exception as exc:
                 raise plugin_error("verify", exc) from exc
         self.stats["verifies"] += 1
-        return json_response({"reward": verdict.reward, "metrics": verdict.metrics})
+        return json_response({"reward": verdict.reward, "metrics": verdict.metrics,
+                              **({"reward_components": verdict.reward_components}
+                                 if verdict.reward_components is not None else {})})
 
     async def end_session(self, request: web.Request) -> web.Response:
         async with self.use_session(request) as found:
