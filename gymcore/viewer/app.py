@@ -1,6 +1,6 @@
 """``gym view``: a Flask app over one rollout JSONL and its sidecars.
 
-Only the named file, its ``.failures.jsonl`` and its ``.metrics.json`` are ever read: no
+Only the named file, its ``.failures.jsonl``, ``.metrics.json`` and ``.run.json`` are ever read: no
 route takes a path. Everything from the file is model output, so templates autoescape it
 and the Content-Security-Policy allows no script at all.
 """
