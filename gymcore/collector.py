@@ -247,6 +247,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
     prepare = getattr(runner, "prepare", None)
     if prepare is not None:  # every environment the rows name: available, and built once
         await prepare(scan)
+        record.environments = sorted(runner.runners)
     total = scan.valid * config.num_repeats - state.count_done(scan.rows, config.num_repeats)
     tolerated = failure_limit(config.max_failures, total)
     # Everything is checked: from here on files are written.

@@ -169,6 +169,9 @@ class RunRecord:
     #: ``--pass-threshold`` (not part of what the run is: it only changes what is counted a
     #: pass; ``gym view`` reads it here)
     pass_threshold: float = 1.0
+    #: the environments the rows run in (``agent_ref``, else ``agent``): derived from the
+    #: input and ``agent``, so not compared on resume
+    environments: list[str] | None = None
 
     IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model", "seed_repeats")
     _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model", "judge_model": "judge model",
