@@ -83,6 +83,7 @@ def test_mixed_input_is_routed_by_agent_ref_with_agent_as_the_default(tmp_path, 
     assert summary["environments"]["tally"]["rollouts"] == 4
     assert summary["environments"]["weather"]["rollouts"] == 6
     assert "environments" in result.stdout and "tally: rollouts=4" in result.stdout
+    assert json.loads((tmp_path / "out.run.json").read_text())["environments"] == ["tally", "weather"]
     aggregate = json.loads((tmp_path / "out_aggregate_metrics.json").read_text())
     assert [e["agent_ref"]["name"] for e in aggregate] == ["tally", "weather"]
     materialized = read_jsonl(tmp_path / "out_materialized_inputs.jsonl")
