@@ -206,6 +206,17 @@ class RunRecord:
         return out
 
 
+def recorded_pass_threshold(output: Path, default: float = 1.0) -> float:
+    """The ``--pass-threshold`` of the run that wrote ``output``, from its run record
+    (``default`` when there is none), so ``gym verify`` counts passes as the run did."""
+    try:
+        value = orjson.loads(run_record_path(output).read_bytes()).get("pass_threshold")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    return float(value) if ok else default
+
+
 def _canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 

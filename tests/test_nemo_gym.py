@@ -301,3 +301,12 @@ def test_the_viewer_breaks_a_mixed_run_down_by_environment_at_the_runs_threshold
     assert environments["weather"][0] == 2
     html = client.get("/").get_data(as_text=True)
     assert "pass@1 (reward ≥ 0.5)" in html and "<th>tally</th>" in html
+
+
+def test_gym_verify_counts_passes_at_the_runs_threshold(tmp_path, env):
+    tasks = write_rows(tmp_path / "tasks.jsonl", [tally_row("a", reward=0.6), tally_row("b", reward=0.4)])
+    out = tmp_path / "out.jsonl"
+    assert collect(tasks, out, "--pass-threshold", "0.5", env=env).returncode == 0
+    result = run_gym("verify", str(out), "--output", str(tmp_path / "again.jsonl"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "pass_threshold: 0.5" in result.stdout and "pass@1: 0.5000" in result.stdout
