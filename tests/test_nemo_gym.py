@@ -28,7 +28,9 @@ NG_DATA = HERE / "data/nemo_gym"
 
 @pytest.fixture
 def env(gym_env):
-    return {**gym_env, "PYTHONPATH": str(ENVS)}
+    """``gym_env`` with ``tally`` installed (and loaded, should the suite pin the plugins)."""
+    pinned = gym_env.get("GYM_LOAD_PLUGINS")
+    return {**gym_env, "PYTHONPATH": str(ENVS), **({"GYM_LOAD_PLUGINS": pinned + ",tally"} if pinned else {})}
 
 
 def weather_row(city: str, **extra) -> dict:
@@ -126,7 +128,7 @@ def test_an_unknown_agent_ref_names_its_line_before_anything_runs(tmp_path, env,
 
 
 def test_served_rows_go_to_a_runner_hosting_their_environment(tmp_path, env, fake_openai):
-    runner_env = {**serve_env(), **{k: v for k, v in env.items() if k.startswith(("OPENAI_", "PYTHON"))}}
+    runner_env = {**serve_env(), **{k: v for k, v in env.items() if k.startswith(("OPENAI_", "PYTHON", "GYM_LOAD"))}}
     tasks = write_rows(tmp_path / "tasks.jsonl", mixed_rows())
     with gym_serve("--agent", "weather", "--model", "openai:m", env=runner_env) as (_w, weather_url), \
             gym_serve("--agent", "tally", "--model", "openai:m", env=runner_env) as (_t, tally_url):
