@@ -129,7 +129,8 @@ _SCHEMAS: dict[str, Any] = {
                                        "Default: the runner's (5)."},
         "overrides": {"type": "object", "description": "responses_create_params overrides (temperature, ...)."},
         "seed_repeats": {"type": "boolean", "default": False,
-                         "description": "Put seed = rollout_index into each model request (gym collect --seed-repeats)."}}},
+                         "description": "Put seed = rollout_index into each model request "
+                                        "(gym collect --seed-repeats)."}}},
     "Rollout": {
         "type": "object", "additionalProperties": True,
         "required": ["responses_create_params", "response", "reward", "task_index", "rollout_index", "agent",

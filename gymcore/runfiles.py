@@ -21,6 +21,7 @@ last line; a torn last line has no newline, and resuming cuts it off with a warn
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -213,7 +214,7 @@ def recorded_pass_threshold(output: Path, default: float = 1.0) -> float:
         value = orjson.loads(run_record_path(output).read_bytes()).get("pass_threshold")
     except (OSError, orjson.JSONDecodeError, AttributeError):
         return default
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else default
 
 

@@ -136,7 +136,8 @@ def test_served_rows_go_to_a_runner_hosting_their_environment(tmp_path, env, fak
         result = collect(tasks, out, "--agent", "weather", "--server", weather_url, "--server", tally_url, env=env)
         assert result.returncode == 0, result.stderr
         check_routed(out, 1)
-        unknown = write_rows(tmp_path / "unknown.jsonl", [tally_row("fig"), weather_row("x", agent_ref={"name": "math"})])
+        unknown = write_rows(tmp_path / "unknown.jsonl",
+                             [tally_row("fig"), weather_row("x", agent_ref={"name": "math"})])
         result = collect(unknown, tmp_path / "unknown-out.jsonl", "--server", weather_url, "--server", tally_url,
                          env=env)
         assert result.returncode == 1
