@@ -39,6 +39,9 @@ class AgentConfig:
     judge_model: str | None = None
     #: ask the backend for token ids and logprobs per call (:mod:`gymcore.tokens`)
     return_tokens: bool = False
+    #: ``--seed-repeats``: each request carries ``seed = rollout_index`` (NeMo Gym's
+    #: ``num_repeats_add_seed``), so a repeat can be reproduced on a server that honours it
+    seed_repeats: bool = False
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
@@ -64,9 +67,12 @@ def episode_output(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def build_request(task: Task, env: Environment, config: AgentConfig) -> dict[str, Any]:
-    """The first request of a rollout: the row's params, overridden, tools filled in."""
+def build_request(task: Task, env: Environment, config: AgentConfig, rollout_index: int = 0) -> dict[str, Any]:
+    """The first request of a rollout: the row's params, overridden, tools filled in, and
+    ``seed = rollout_index`` with ``--seed-repeats``."""
     request = merge_params(task.responses_create_params, config.overrides)
+    if config.seed_repeats:
+        request["seed"] = rollout_index
     request["input"] = task.input_items()
     if "tools" not in request and env.tools:
         request["tools"] = env.tools
@@ -101,7 +107,9 @@ async def run_rollout(
     timing = Timing()
     rollout = Rollout(task=task, task_index=task_index, rollout_index=rollout_index,
                       agent=env.name, model=model.label, timing=timing)
-    request = build_request(task, env, config)
+    request = build_request(task, env, config, rollout_index)
+    # what the first call receives is what the output line records (the row's own is kept too)
+    rollout.sent_params = {**request, "input": task.responses_create_params.get("input", request["input"])}
     base_input = request["input"]
     items: list[dict[str, Any]] = []
     usage: dict[str, Any] = {}
@@ -158,6 +166,7 @@ async def run_rollout(
             raise judged.error  # verify went on without its judge: not a reward either
         rollout.reward = verdict.reward
         rollout.metrics = verdict.metrics
+        rollout.reward_components = verdict.reward_components
         stage = "teardown_session"
         session, opened = None, session
         await env.close_session(opened)

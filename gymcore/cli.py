@@ -46,7 +46,8 @@ def cli():
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--agent", "-a", help="Environment to run, e.g. weather (compose with a,b).")
+@click.option("--agent", "-a", help="Environment to run, e.g. weather (compose with a,b): the default of rows "
+              "without an agent_ref (a row's agent_ref.name picks its own); optional when every row has one.")
 @click.option("--input", "-i", "input_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Input JSONL of tasks. Default: the environment's bundled example dataset. "
               "'-' (standard input), /dev/stdin, a FIFO or <(...) is copied once to OUTPUT's .input.jsonl, "
@@ -119,12 +120,20 @@ def cli():
               help="How long one rollout may wait for its --server runner's answer; past it the rollout "
               "fails with class 'server:timeout' (a frozen runner ends in failures, not a hung run). "
               "Default: 1800.")
+@click.option("--pass-threshold", type=float, default=1.0, show_default=True,
+              help="A rollout passes (pass@k, the summary, NeMo Gym's aggregate metrics) when its reward is at "
+              "least this; rewards may be any finite number.")
+@click.option("--seed-repeats", is_flag=True, help="Put seed = rollout_index into each request (NeMo Gym's "
+              "num_repeats_add_seed), so a repeat is reproducible on a server that honours it (vLLM).")
+@click.option("--no-nemo-gym-files", is_flag=True, help="Do not write NeMo Gym's OUTPUT_materialized_inputs.jsonl "
+              "and OUTPUT_aggregate_metrics.json beside the output.")
 @click.pass_context
 @exits_130_on_signals
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
             max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token, return_tokens,
-            executor, ray_address, workers, one_per_node, model_urls, server_timeout):
+            executor, ray_address, workers, one_per_node, model_urls, server_timeout, pass_threshold,
+            seed_repeats, no_nemo_gym_files):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -182,8 +191,11 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     for key, value in (("temperature", temperature), ("top_p", top_p), ("max_output_tokens", max_output_tokens)):
         if value is not None:
             overrides[key] = value
-    if not given["agent"]:
-        raise click.UsageError("missing --agent (or +agent_name=...); see `gym plugins list`")
+    if not given["agent"] and not given["input"]:
+        raise click.UsageError("missing --agent (or +agent_name=...), or an --input whose rows name their "
+                               "environments in agent_ref; see `gym plugins list`")
+    if pass_threshold != pass_threshold or pass_threshold in (float("inf"), float("-inf")):
+        raise click.BadParameter(f"expected a finite number, got {pass_threshold}", param_hint="--pass-threshold")
     if not given["output"]:
         raise click.UsageError("missing --output FILE.jsonl (or +output_jsonl_fpath=...)")
     ray_options = _ray_options(executor, servers, ray_address, workers, one_per_node)
@@ -216,7 +228,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
                                "the model: pass it to `gym serve --return-tokens` instead")
     retry = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
     config = CollectConfig(
-        agent=str(given["agent"]),
+        agent=str(given["agent"] or ""),
         input=Path(given["input"]) if given["input"] else None,
         output=Path(given["output"]),
         model=str(given["model"]),
@@ -225,7 +237,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
         agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
                                  retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT,
-                                 judge_model=judge_model or None, return_tokens=return_tokens),
+                                 judge_model=judge_model or None, return_tokens=return_tokens,
+                                 seed_repeats=seed_repeats),
         progress=not quiet,
         resume=resume,
         overwrite=overwrite,
@@ -238,6 +251,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         token=token or None,
         ray=ray_options,
         server_timeout=server_timeout,
+        pass_threshold=pass_threshold,
+        nemo_gym_files=not no_nemo_gym_files,
     )
     try:
         summary = asyncio.run(ProcessSignals.current.main(run_collect(load_plugins(), config)))

@@ -29,7 +29,7 @@ from .input_spool import run_input
 from .errors import GymError, InputError
 from .hook_threads import MAX_THREADS, stuck_summary
 from .limits import ensure_open_files
-from .metrics import RunStats
+from .metrics import PASS_THRESHOLD, RunStats
 from .plugins import Plugins
 from .reach import ModelReach
 from .runfiles import (JsonlAppender, ResumeState, RolloutSink, RunRecord, failures_path, file_sha256,
@@ -48,7 +48,7 @@ DEFAULT_PARALLEL = 16
 class CollectConfig:
     """Everything one ``gym collect`` run needs; mirrors the CLI options."""
 
-    agent: str
+    agent: str  # the environment of rows without an ``agent_ref``; "": every row names its own
     output: Path
     model: str
     input: Path | None = None
@@ -76,6 +76,10 @@ class CollectConfig:
     token: str | None = None  # bearer token of those servers
     ray: Any = None  # a ray_runners.RayOptions: runners started as Ray actors (--executor ray)
     server_timeout: float | None = None  # seconds a rollout request to them may take; None: the default
+    #: a rollout passes (pass@k, the task flags) when its reward is at least this
+    pass_threshold: float = PASS_THRESHOLD
+    #: write NeMo Gym's materialized-inputs and aggregate-metrics files beside the output
+    nemo_gym_files: bool = True
 
 
 class InvalidInputError(GymError):
@@ -132,20 +136,16 @@ class _Progress:
 
 
 async def make_runner(plugins: Plugins, config: CollectConfig) -> RolloutRunner:
-    """The one place that decides where rollouts run."""
+    """The one place that decides where rollouts run: per row's environment (``agent_ref``,
+    else ``--agent``), in this process, on ``gym serve`` runners, or on runners Ray starts
+    (:mod:`gymcore.routing`)."""
+    from .routing import embedded_routing_runner, ray_routing_runner, served_routing_runner
+
     if config.ray is not None:
-        from .ray_runners import RayRunner
-
-        return await RayRunner.create(config.ray, config.agent, config.model, config.agent_config,
-                                      need_dataset=config.input is None)
+        return await ray_routing_runner(config)
     if config.servers:
-        from .remote import ServedRunner
-
-        return await ServedRunner.create(config.servers, config.agent, config.agent_config, token=config.token,
-                                         model=config.model or None, need_dataset=config.input is None,
-                                         server_timeout=config.server_timeout)
-    return await EmbeddedRunner.create(plugins, config.agent, config.model, config.agent_config,
-                                       hook_threads=config.parallel or MAX_THREADS)
+        return await served_routing_runner(config)
+    return await embedded_routing_runner(plugins, config)
 
 
 def resolve_input(config: CollectConfig, runner: RolloutRunner) -> Path:
@@ -153,6 +153,9 @@ def resolve_input(config: CollectConfig, runner: RolloutRunner) -> Path:
         return config.input
     path = runner.example_dataset_path
     if path is None:
+        if not config.agent:
+            raise GymError("no --agent and no --input: give the input JSONL (its rows' agent_ref name their "
+                           "environments), or an --agent whose example dataset to run")
         raise GymError(f"agent {config.agent!r} bundles no example dataset; pass --input FILE.jsonl")
     return path
 
@@ -181,8 +184,8 @@ def _jobs(path: Path, limit: int | None, repeats: int, state: ResumeState) -> It
                 yield task_index, rollout_index, task
 
 
-def _prepare(config: CollectConfig, runner: RolloutRunner,
-             stats: RunStats) -> tuple[Path, str, InputScan, RunRecord, ResumeState]:
+def _prepare(config: CollectConfig, runner: RolloutRunner, stats: RunStats,
+             by_environment: Any = None) -> tuple[Path, str, InputScan, RunRecord, ResumeState]:
     """Validate the input, identify the run, and (resuming) check and scan what is done."""
     input_path = resolve_input(config, runner)
     refuse_to_write_over_input(config.output, Path(input_path))
@@ -208,10 +211,16 @@ def _prepare(config: CollectConfig, runner: RolloutRunner,
         model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit,
         judge_model=config.agent_config.judge_model, return_tokens=config.agent_config.return_tokens,
-        input_copy=given.copy if given is not None else None)
+        input_copy=given.copy if given is not None else None, seed_repeats=config.agent_config.seed_repeats,
+        pass_threshold=config.pass_threshold)
     state = ResumeState()
     if config.resume:
-        state = resume(config.output, record, stats.add_line)
+        def seen(line: dict[str, Any]) -> None:
+            stats.add_line(line)
+            if by_environment is not None:
+                by_environment.add_line(line)
+
+        state = resume(config.output, record, seen)
         record.invocations = state.invocation
     return Path(input_path), input_name, scan, record, state
 
@@ -235,9 +244,16 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
 
 
 async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, Any]:
+    from .routing import EnvironmentStats
+
     output = config.output
-    stats = RunStats(repeats=config.num_repeats)
-    input_path, input_name, scan, record, state = _prepare(config, runner, stats)
+    stats = RunStats(repeats=config.num_repeats, threshold=config.pass_threshold)
+    by_environment = EnvironmentStats(config.num_repeats, config.pass_threshold)
+    input_path, input_name, scan, record, state = _prepare(config, runner, stats, by_environment)
+    prepare = getattr(runner, "prepare", None)
+    if prepare is not None:  # every environment the rows name: available, and built once
+        await prepare(scan)
+        record.environments = sorted(runner.runners)
     total = scan.valid * config.num_repeats - state.count_done(scan.rows, config.num_repeats)
     tolerated = failure_limit(config.max_failures, total)
     # Everything is checked: from here on files are written.
@@ -246,6 +262,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
     failures_file = failures_path(output)
     if not config.resume:
         failures_file.unlink(missing_ok=True)
+    if config.nemo_gym_files:
+        _write_materialized_inputs(config, runner, input_path)
     writer = JsonlAppender(output, "ab" if config.resume else "wb").open()
     failures = JsonlAppender(failures_file, "ab")
     progress = _Progress(total, config.progress, "Resuming rollouts" if state.lines else "Collecting rollouts")
@@ -269,7 +287,8 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
             async with asyncio.timeout(timeout):
                 return await runner.run(task, task_index, rollout_index)
         except TimeoutError:
-            return Rollout(task=task, task_index=task_index, rollout_index=rollout_index, agent=runner.agent,
+            agent = runner.environment_for(task) if hasattr(runner, "environment_for") else runner.agent
+            return Rollout(task=task, task_index=task_index, rollout_index=rollout_index, agent=agent,
                            model=runner.model_label, timing=Timing(total_s=timeout),
                            error={"type": "timeout", "kind": None, "status": None, "attempts": 1,
                                   "message": f"the rollout took longer than --timeout {timeout:g}s"})
@@ -288,6 +307,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
             sink.write(rollout)  # may make it a failure: a value orjson refuses
             error = rollout.error
             stats.add(rollout)
+            by_environment.add(rollout)
             unreachable = reach.stop_reason(rollout)
             progress.update(stats)
             del rollout  # nothing of a written rollout outlives it
@@ -340,6 +360,26 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
         invocation=state.invocation,
         skipped_invalid_rows=scan.invalid,
         **stuck_summary(getattr(runner, "stuck_hook_calls", dict)()),  # a served runner keeps its own
+        **by_environment.summary(),
     )
+    if config.nemo_gym_files and output.exists():
+        from .nemo_gym import write_aggregate_metrics
+        from .runfiles import read_complete_lines
+
+        summary["nemo_gym_aggregate_metrics"] = str(write_aggregate_metrics(
+            output, (line for _n, line in read_complete_lines(output, repair=False, on_warning=lambda _t: None)),
+            config.pass_threshold))
     write_json_atomic(metrics_path(output), summary)
     return summary
+
+
+def _write_materialized_inputs(config: CollectConfig, runner: RolloutRunner, input_path: Path) -> None:
+    """NeMo Gym's materialized-inputs file: every valid row, once per repeat, as it is sent."""
+    from .nemo_gym import write_materialized_inputs
+    from .routing import row_environment
+
+    default = runner.agent or None
+    rows = ((task_index, task, row_environment(task, default) or "")
+            for task_index, _line, task in iter_rows(input_path, config.limit) if not isinstance(task, InputError))
+    write_materialized_inputs(config.output, rows, config.num_repeats, config.agent_config.overrides,
+                              config.agent_config.seed_repeats)

@@ -8,6 +8,7 @@ NeMo Gym or with extra bookkeeping columns passes through unchanged.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 from typing import Any
 
@@ -51,10 +52,12 @@ class Session:
 
 @attrs.define(slots=True)
 class Verdict:
-    """What ``verify`` returns: a reward in [0, 1] and named metrics."""
+    """What ``verify`` returns: a reward (any finite number), named metrics, and optionally
+    the reward's named parts (``reward_components``, as NeMo RL reads them)."""
 
     reward: float = 1.0
     metrics: dict[str, Any] = attrs.field(factory=dict)
+    reward_components: dict[str, float] | None = None
 
 
 @attrs.define(slots=True)
@@ -88,9 +91,18 @@ class Rollout:
     #: with --return-tokens: whether every call's prompt ids extend the previous call's
     #: prompt + generation ids (:func:`gymcore.tokens.is_monotonic`); ``None``: no tokens
     token_monotonic: bool | None = None
+    #: the named parts of the reward verify returned, if it did
+    reward_components: dict[str, float] | None = None
+    #: ``responses_create_params`` as the first model call received them (overrides applied,
+    #: tools filled in, seed added); ``None``: the row's own (no call was prepared)
+    sent_params: dict[str, Any] | None = None
 
 
 converter = cattrs.Converter()
+
+#: Where an output line keeps the row's own ``responses_create_params`` when what the
+#: first model call received differs (overrides, tools filled in, ``--seed-repeats``).
+ROW_PARAMS_KEY = "row_responses_create_params"
 
 
 def _unstructure_task(task: Task) -> dict[str, Any]:
@@ -113,7 +125,7 @@ def _structure_task(row: dict[str, Any], _type: type) -> Task:
 OUTPUT_KEYS = (
     "task_index", "rollout_index", "agent", "model", "response", "reward",
     "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error", "judge_usage",
-    "token_monotonic",
+    "token_monotonic", "reward_components", ROW_PARAMS_KEY, "_ng_task_index", "_ng_rollout_index",
 )
 #: The keys a failures-sidecar line adds to the row (``runfiles.failure_record``), besides
 #: ``task_index``, ``rollout_index``, ``agent``, ``model`` and ``error``.
@@ -127,8 +139,16 @@ def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
     # ``reward`` as in NeMo Gym, so trainers that read NeMo Gym rollouts read ours. What
     # verify returned wins over an input column of the same name (see shadowed_columns).
     line = _unstructure_task(rollout.task)
+    sent = rollout.sent_params
+    if sent is not None and sent != rollout.task.responses_create_params:
+        line[ROW_PARAMS_KEY] = line["responses_create_params"]
+        line["responses_create_params"] = sent
+    if "agent_ref" not in line and rollout.agent:  # NeMo Gym's key; a row's own is kept as it is
+        line["agent_ref"] = {"name": rollout.agent}
     line["response"] = rollout.response
     line["reward"] = rollout.reward
+    if rollout.reward_components is not None:
+        line["reward_components"] = rollout.reward_components
     names = []
     for key, value in rollout.metrics.items():
         if key not in RESERVED_METRIC_NAMES:  # as_verdict refuses them; a hand-made Rollout may not
@@ -138,6 +158,9 @@ def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
     line["metric_names"] = names
     line["task_index"] = rollout.task_index
     line["rollout_index"] = rollout.rollout_index
+    # NeMo Gym's names of the same (its `gym eval profile` and aggregate metrics key on them)
+    line["_ng_task_index"] = rollout.task_index
+    line["_ng_rollout_index"] = rollout.rollout_index
     line["agent"] = rollout.agent
     line["model"] = rollout.model
     line["turns"] = rollout.turns
@@ -157,6 +180,11 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
     names = line.get("metric_names") or []
     skip = set(OUTPUT_KEYS) | set(names)
     row = {k: v for k, v in line.items() if k not in skip}
+    if row.get("agent_ref") == {"name": line.get("agent")}:  # the one the writer added: not the row's
+        del row["agent_ref"]
+    sent = None
+    if isinstance(line.get(ROW_PARAMS_KEY), dict):  # the row's own params, and what was sent
+        sent, row["responses_create_params"] = row["responses_create_params"], line[ROW_PARAMS_KEY]
     return Rollout(
         task=_structure_task(row, Task),
         task_index=line["task_index"],
@@ -174,6 +202,8 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
         error=line.get("error"),
         judge_usage=line.get("judge_usage"),
         token_monotonic=line.get("token_monotonic"),
+        reward_components=line.get("reward_components"),
+        sent_params=sent,
     )
 
 
@@ -209,8 +239,10 @@ class VerdictError(ValueError):
 
 def as_verdict(value: Any, *, where: str = "verify") -> Verdict | None:
     """Normalise what a ``verify`` hook returned into a :class:`Verdict` (or ``None``);
-    raise :class:`VerdictError` unless the reward is a number in [0, 1] and every metric
-    can be written to the output line and read back the same (see :mod:`gymcore.jsonvalues`)."""
+    raise :class:`VerdictError` unless the reward is a finite number (negative and above 1 are
+    rewards too: RL rewards are often shaped so), ``reward_components`` (if given) is a dict
+    of finite numbers, and every metric can be written to the output line and read back the
+    same (see :mod:`gymcore.jsonvalues`)."""
     if value is None:
         return None
     if isinstance(value, Verdict):
@@ -226,17 +258,51 @@ def as_verdict(value: Any, *, where: str = "verify") -> Verdict | None:
     if not isinstance(reward, numbers.Real):
         raise VerdictError(f"{where} returned reward {reward!r} ({type(reward).__name__}), not a number")
     reward = float(reward)
-    if not 0.0 <= reward <= 1.0:  # NaN fails this too
-        raise VerdictError(f"{where} returned reward {reward!r}, not a number in [0, 1]")
+    if not math.isfinite(reward):
+        raise VerdictError(f"{where} returned reward {reward!r}, not a finite number")
     if not isinstance(metrics, dict):
         raise VerdictError(f"{where} returned metrics of type {type(metrics).__name__}, not a dict")
     for name, metric in metrics.items():
         if not isinstance(name, str):
             raise VerdictError(f"{where} returned a metric named {name!r} ({type(name).__name__}); "
                                "metric names are strings")
+        if name == "reward_components":
+            continue
         if name in RESERVED_METRIC_NAMES:
             raise VerdictError(f"{where} returned a metric named {name!r}, a key gymcore writes itself; rename it")
         what = problem(metric, levels_above=1)
         if what is not None:
             raise VerdictError(f"{where} returned metric {name!r} ({type(metric).__name__}): {what}")
-    return Verdict(reward=reward, metrics=metrics)
+    components = metrics.get("reward_components")
+    if components is not None:
+        metrics = {k: v for k, v in metrics.items() if k != "reward_components"}
+        components = _components(components, where)
+    elif isinstance(value, Verdict):
+        components = _components(value.reward_components, where) if value.reward_components is not None else None
+    return Verdict(reward=reward, metrics=metrics, reward_components=components)
+
+
+def _components(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise VerdictError(f"{where} returned reward_components of type {type(value).__name__}, not a dict")
+    out = {}
+    for name, number in value.items():
+        if not isinstance(name, str):
+            raise VerdictError(f"{where} returned a reward component named {name!r}; names are strings")
+        if isinstance(number, bool) or not isinstance(number, numbers.Real) or not math.isfinite(number):
+            raise VerdictError(f"{where} returned reward component {name!r} = {number!r}, not a finite number")
+        out[name] = float(number)
+    return out
+
+
+def components_mismatch(rollout: Rollout) -> str | None:
+    """Why ``rollout``'s reward is not the sum of its ``reward_components`` (NeMo RL's GDPO
+    needs it to be), or ``None``."""
+    parts = rollout.reward_components
+    if not parts or rollout.reward is None:
+        return None
+    total = math.fsum(parts.values())
+    if math.isclose(total, rollout.reward, rel_tol=1e-9, abs_tol=1e-9):
+        return None
+    return (f"task {rollout.task_index} rollout {rollout.rollout_index}: reward {rollout.reward!r} is not the sum "
+            f"of its reward_components ({total!r}); NeMo RL's GDPO requires the sum")

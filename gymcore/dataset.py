@@ -9,9 +9,10 @@ import attrs
 import jsonlines
 import orjson
 
-from .data import FAILURE_KEYS, OUTPUT_KEYS, Task
+from .data import FAILURE_KEYS, OUTPUT_KEYS, ROW_PARAMS_KEY, Task
 from .errors import InputError
 from .jsonvalues import row_problem
+from .nemo_gym import agent_ref_problem
 
 _OUTPUT_KEYS = frozenset(OUTPUT_KEYS)
 _FAILURE_KEYS = frozenset(FAILURE_KEYS) | {"error"}
@@ -43,6 +44,8 @@ def validate_row(row: Any, path: str, line: int | None, dropped: set[str] | None
     if not isinstance(row, dict):
         raise InputError(path, line, f"expected a JSON object, got {type(row).__name__}")
     own = output_columns(row)
+    if own and isinstance(row.get(ROW_PARAMS_KEY), dict):  # an output line: the row's own params
+        row = {**row, "responses_create_params": row[ROW_PARAMS_KEY]}
     if own:
         row = {k: v for k, v in row.items() if k not in own}
         if dropped is not None:
@@ -86,6 +89,11 @@ def validate_row(row: Any, path: str, line: int | None, dropped: set[str] | None
     unwritable = row_problem(row)
     if unwritable is not None:
         raise InputError(path, line, unwritable[1], field=unwritable[0])
+    ref = row.get("agent_ref")
+    if ref is not None:  # the row's environment (NeMo Gym's key); which ones exist is checked per run
+        bad = agent_ref_problem(ref)
+        if bad is not None:
+            raise InputError(path, line, bad[1], field=bad[0])
     return Task(
         responses_create_params=params,
         verifier_metadata=meta,
@@ -182,6 +190,11 @@ class InputScan:
     invalid: int = 0
     #: columns gymcore writes itself, found in rows and left out of their tasks
     dropped: set[str] = attrs.field(factory=set)
+    #: environment a valid row names in ``agent_ref`` -> (rows naming it, its first line)
+    agent_refs: dict[str, list[int]] = attrs.field(factory=dict)
+    #: valid rows without ``agent_ref`` (they run in ``--agent``), and the first one's line
+    without_agent_ref: int = 0
+    first_without_agent_ref: int | None = None
 
     def report(self) -> str:
         """Every reported error on its own line, then ``... and N more``."""
@@ -204,11 +217,19 @@ def scan_input(path: str | Path, limit: int | None = None, max_reported: int = M
     """Validate the first ``limit`` rows, streaming (memory stays flat on a 1 GB file), and
     keep the first ``max_reported`` errors."""
     scan = InputScan(str(path))
-    for scan.rows, (_row, _line, item) in enumerate(iter_rows(path, limit, scan.dropped), start=1):
+    for scan.rows, (_row, line, item) in enumerate(iter_rows(path, limit, scan.dropped), start=1):
         if isinstance(item, InputError):
             scan.invalid += 1
             if len(scan.errors) < max_reported:
                 scan.errors.append(item)
         else:
             scan.valid += 1
+            ref = item.extra.get("agent_ref") if item.extra else None
+            if ref is None:
+                scan.without_agent_ref += 1
+                if scan.first_without_agent_ref is None:
+                    scan.first_without_agent_ref = line
+            else:
+                seen = scan.agent_refs.setdefault(ref["name"], [0, line])
+                seen[0] += 1
     return scan

@@ -162,10 +162,13 @@ class Environment:
             return verdicts[0]
         reward = 1.0
         metrics: dict[str, Any] = {}
+        components: dict[str, float] | None = None
         for verdict in verdicts:
             reward *= verdict.reward
             metrics.update(verdict.metrics)
-        return Verdict(reward=reward, metrics=metrics)
+            if verdict.reward_components is not None:
+                components = {**(components or {}), **verdict.reward_components}
+        return Verdict(reward=reward, metrics=metrics, reward_components=components)
 
     # --- bundled data -----------------------------------------------------------------
 

@@ -66,7 +66,10 @@ def verify(session, response):
     ``response`` is the whole episode as a Responses-API response dict: ``output`` holds
     every item in order (messages, function calls, function call outputs, reasoning).
     ``session.task.verifier_metadata`` carries the row's ground truth, if the row has one.
-    The reward must be a number in [0, 1]. A metric's name is a string other than the output
+    The reward is any finite number (negative and above 1 too); an optional
+    ``reward_components`` key holds its named parts, a dict of finite numbers, written as the
+    line's ``reward_components`` (NeMo RL reads it; its GDPO needs ``reward`` to be their
+    sum, and the run warns once when it is not). A metric's name is a string other than the output
     line's own keys (``turns``, ``error``, ...); its value is what a JSON line holds as it
     is: ``None``, a bool, a string, an int within 64 bits, a finite float, or lists and
     string-keyed dicts of them. Anything else (a set, an object, ``2**70``, NaN, infinity,

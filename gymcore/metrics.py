@@ -16,7 +16,8 @@ import attrs
 
 from .data import Rollout
 
-#: A rollout "passes" (for pass@k) when its reward reaches this.
+#: A rollout "passes" (for pass@k) when its reward reaches this, unless ``--pass-threshold``
+#: says otherwise (rewards may be any finite number).
 PASS_THRESHOLD = 1.0
 
 
@@ -92,6 +93,8 @@ class RunStats:
     """
 
     repeats: int = 1
+    #: a rollout passes when its reward is at least this (``--pass-threshold``)
+    threshold: float = PASS_THRESHOLD
     rollouts: int = 0
     resumed: int = 0
     scored: int = 0
@@ -143,7 +146,7 @@ class RunStats:
             self.scored += 1
             self.reward_sum += reward
             counts[1] += 1
-            counts[2] += reward >= PASS_THRESHOLD
+            counts[2] += reward >= self.threshold
         if counts[0] >= self.repeats:
             del self.open_tasks[task_index]
             self.tasks_done += 1
@@ -196,7 +199,7 @@ class RunStats:
             "tasks": tasks,
             "mean_reward": self.mean_reward,
             **self.pass_at(),
-            "pass_threshold": PASS_THRESHOLD,
+            "pass_threshold": self.threshold,
             "pass_at_k_tasks": self._pass()[2],
             "pass_at_k_left_out": tasks - self._pass()[2],
             # the scored rollouts' figures; the failed ones' apart (this invocation's and resumed lines)
@@ -240,8 +243,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             value = f"{value:.4f}"
         elif isinstance(value, dict) and value and all(isinstance(v, str) for v in value.values()):
             value = ("\n" + " " * (width + 2)).join(f"{k}: {v}" for k, v in value.items())  # one per line
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            value = ("\n" + " " * (width + 2)).join(  # one line per entry (e.g. per environment)
+                f"{k}: " + ", ".join(f"{n}={_short(v)}" for n, v in entry.items()) for k, entry in value.items())
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
         note = SUMMARY_NOTES.get(key)
         lines.append(f"{key.rjust(width)}: {value}" + (f"  ({note})" if note else ""))
     return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -132,7 +132,9 @@ _SCHEMAS: dict[str, Any] = {
         "response": {"type": "object", "required": ["output"], "description": "The whole episode as a "
                      "Responses-API response.", "properties": {"output": {"type": "array", "items": {"type": "object"}}}}}},
     "Verdict": {"type": "object", "required": ["reward", "metrics"], "properties": {
-        "reward": {"type": "number", "minimum": 0, "maximum": 1}, "metrics": {"type": "object"}}},
+        "reward": {"type": "number", "description": "Any finite number."}, "metrics": {"type": "object"},
+        "reward_components": {"type": "object", "additionalProperties": {"type": "number"},
+                              "description": "The reward's named parts, when verify gave them."}}},
     "Ended": {"type": "object", "required": ["ended"], "properties": {"ended": {"const": True}}},
     "RolloutRequest": {"type": "object", "required": ["task"], "properties": {
         "task": _ref("TaskRow"),
@@ -142,7 +144,10 @@ _SCHEMAS: dict[str, Any] = {
         "max_retries": {"type": "integer", "minimum": 0,
                         "description": "Retries of a failed model call (408/409/429/5xx, lost connection). "
                                        "Default: the runner's (5)."},
-        "overrides": {"type": "object", "description": "responses_create_params overrides (temperature, ...)."}}},
+        "overrides": {"type": "object", "description": "responses_create_params overrides (temperature, ...)."},
+        "seed_repeats": {"type": "boolean", "default": False,
+                         "description": "Put seed = rollout_index into each model request "
+                                        "(gym collect --seed-repeats)."}}},
     "Rollout": {
         "type": "object", "additionalProperties": True,
         "required": ["responses_create_params", "response", "reward", "task_index", "rollout_index", "agent",

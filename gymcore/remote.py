@@ -240,6 +240,7 @@ class ServedRunner:
             "task": converter.unstructure(task), "task_index": task_index, "rollout_index": rollout_index,
             "max_steps": self.config.max_steps, "overrides": self.config.overrides,
             "max_retries": self.config.retry.max_retries,
+            **({"seed_repeats": True} if self.config.seed_repeats else {}),
         }, option=orjson.OPT_NON_STR_KEYS)
         failed = lambda url, message, kind="runner", status=None: self._failed(  # noqa: E731
             task, task_index, rollout_index, url, message, kind=kind, status=status)

@@ -19,6 +19,7 @@ from .dataset import validate_row
 from .environment import Environment
 from .errors import GymError
 from .metrics import RunStats
+from .runfiles import recorded_pass_threshold
 from .plugins import Plugins
 from .runfiles import (JsonlAppender, RolloutSink, check_rollout_line, failures_path, metrics_path,
                        read_complete_lines, refuse_to_overwrite, refuse_to_write_over_input, write_json_atomic)
@@ -95,7 +96,7 @@ async def _rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
         return envs[agent]
 
     # The file's number of repeats is not known up front: pass@k is folded at the end.
-    stats = RunStats(repeats=sys.maxsize)
+    stats = RunStats(repeats=sys.maxsize, threshold=recorded_pass_threshold(source))
     counts: Counter = Counter()
     before_sum = 0.0
 
@@ -113,6 +114,7 @@ async def _rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
         result = await verify_stored(await env_for(agent), rollout)
         if isinstance(result, Verdict):
             rollout.reward, rollout.metrics, rollout.error = result.reward, result.metrics, None
+            rollout.reward_components = result.reward_components
         else:
             rollout.reward, rollout.error = None, result
         return rollout, old

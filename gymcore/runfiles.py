@@ -21,6 +21,7 @@ last line; a torn last line has no newline, and resuming cuts it off with a warn
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ import jsonlines
 import orjson
 
 from . import __version__
-from .data import Rollout, converter, fail_unwritable, shadowed_columns
+from .data import Rollout, components_mismatch, converter, fail_unwritable, shadowed_columns
 from .errors import GymError
 from .jsonvalues import OPTIONS, unwritable_fields
 from .metrics import failure_class
@@ -165,10 +166,20 @@ class RunRecord:
     invocations: int = 1
     #: the copy beside the output that a piped input was spooled to (see ``input_spool``)
     input_copy: str | None = None
+    #: ``--seed-repeats``: each request carried ``seed = rollout_index``
+    seed_repeats: bool = False
+    #: ``--pass-threshold`` (not part of what the run is: it only changes what is counted a
+    #: pass; ``gym view`` reads it here)
+    pass_threshold: float = 1.0
+    #: the environments the rows run in (``agent_ref``, else ``agent``): derived from the
+    #: input and ``agent``, so not compared on resume
+    environments: list[str] | None = None
 
-    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model", "return_tokens")
+    IDENTITY = ("input_sha256", "agent", "model", "overrides", "max_steps", "judge_model", "return_tokens",
+                "seed_repeats")
     _LABELS = {"input_sha256": "input file", "agent": "agent", "model": "model", "judge_model": "judge model",
-               "overrides": "request overrides", "max_steps": "max steps", "return_tokens": "return tokens"}
+               "overrides": "request overrides", "max_steps": "max steps", "return_tokens": "return tokens",
+               "seed_repeats": "--seed-repeats"}
 
     @classmethod
     def load(cls, path: Path) -> "RunRecord":
@@ -197,6 +208,17 @@ class RunRecord:
             else:
                 out.append(f"{self._LABELS[name]}: {old_value!r} then, {new_value!r} now")
         return out
+
+
+def recorded_pass_threshold(output: Path, default: float = 1.0) -> float:
+    """The ``--pass-threshold`` of the run that wrote ``output``, from its run record
+    (``default`` when there is none), so ``gym verify`` counts passes as the run did."""
+    try:
+        value = orjson.loads(run_record_path(output).read_bytes()).get("pass_threshold")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else default
 
 
 def _canonical(value: Any) -> bytes:
@@ -278,12 +300,17 @@ class RolloutSink:
         self.output, self.failures, self.invocation = output, failures, invocation
         self.on_warning = on_warning
         self._shadowed: set[str] = set()
+        self._told_sum = False
 
     def write(self, rollout: Rollout) -> None:
         """Write ``rollout`` where it belongs; a rollout that cannot be written is made a
         failure in place (``rollout.error`` set), so stats counted after this see it."""
         if rollout.error is None:
             self._note_shadowed(rollout)
+            mismatch = components_mismatch(rollout) if not self._told_sum else None
+            if mismatch:
+                self._told_sum = True
+                self.on_warning(mismatch + " (said once per run)")
             line = converter.unstructure(rollout)
             try:
                 self.output.write(line)

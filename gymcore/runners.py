@@ -40,8 +40,9 @@ def split_agent(agent: str) -> list[str]:
 class EmbeddedRunner:
     """Environment and model backend loaded from plugins into this process."""
 
-    def __init__(self, env: Environment, model: ModelBackend, config: AgentConfig, judge: Judge | None = None):
-        self.reach = ModelReach()  # knows call by call whether the model answered
+    def __init__(self, env: Environment, model: ModelBackend, config: AgentConfig, judge: Judge | None = None,
+                 reach: ModelReach | None = None):
+        self.reach = reach or ModelReach()  # knows call by call whether the model answered (shared per run)
         self.env, self.model, self.config = env, self.reach.watch(model), config
         self.judge = judge
         self.agent = env.name
@@ -52,14 +53,14 @@ class EmbeddedRunner:
 
     @classmethod
     async def create(cls, plugins: Plugins, agent: str, model: str, config: AgentConfig, *,
-                     hook_threads: int = MAX_THREADS) -> "EmbeddedRunner":
+                     hook_threads: int = MAX_THREADS, reach: ModelReach | None = None) -> "EmbeddedRunner":
         env = await Environment.create(plugins, split_agent(agent), threads=hook_threads)
         context = ModelContext(environment=env, timeout=config.model_timeout, return_tokens=config.return_tokens)
         backend = create_backend(plugins, model, context)
         judge_context = attrs.evolve(context, return_tokens=False)  # the judge's tokens are not trained on
         judge = Judge(create_backend(plugins, config.judge_model, judge_context), config.retry) \
             if config.judge_model else None
-        return cls(env, backend, config, judge)
+        return cls(env, backend, config, judge, reach)
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:
         return await run_rollout(self.env, self.model, task, task_index=task_index,

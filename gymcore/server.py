@@ -380,7 +380,9 @@ class Host:
             except Exception as exc:
                 raise plugin_error("verify", exc) from exc
         self.stats["verifies"] += 1
-        return json_response({"reward": verdict.reward, "metrics": verdict.metrics})
+        return json_response({"reward": verdict.reward, "metrics": verdict.metrics,
+                              **({"reward_components": verdict.reward_components}
+                                 if verdict.reward_components is not None else {})})
 
     async def end_session(self, request: web.Request) -> web.Response:
         async with self.use_session(request) as found:
@@ -398,7 +400,8 @@ class Host:
         config = AgentConfig(max_steps=int_field(body, "max_steps", self.agent_config.max_steps, 1),
                              overrides=self.agent_config.overrides,
                              retry=attrs.evolve(self.agent_config.retry, max_retries=retries),
-                             return_tokens=self.agent_config.return_tokens)
+                             return_tokens=self.agent_config.return_tokens,
+                             seed_repeats=body.get("seed_repeats") is True)
         overrides = body.get("overrides")
         if overrides is not None:
             if not isinstance(overrides, dict):

@@ -36,7 +36,11 @@ def test_collect_weather_with_options(gym_env, tmp_path, fake_openai):
     tasks = read_jsonl(EXAMPLE)[:5]
     for line in lines:
         task = tasks[line["task_index"]]
-        assert line["responses_create_params"] == task["responses_create_params"]
+        # the row's own params are kept; responses_create_params is what the model received
+        assert line["row_responses_create_params"] == task["responses_create_params"]
+        sent = line["responses_create_params"]
+        assert sent == {**task["responses_create_params"], "temperature": 0.7, "top_p": 0.9, "tools": sent["tools"]}
+        assert [tool["name"] for tool in sent["tools"]] == ["get_weather"]  # filled in from the environment
         assert line["verifier_metadata"] == task["verifier_metadata"] and line["id"] == task["id"]
         Response.model_validate(line["response"])  # every response is a valid Responses object
         kinds = [item["type"] for item in line["response"]["output"]]

@@ -70,7 +70,8 @@ CORRUPTIONS = [
     (lambda line: line.update(task_index="3"), "field 'task_index': expected a whole number >= 0, got '3'"),
     (lambda line: line.update(timing={"total_s": "slow"}), "field 'timing.total_s': expected a number"),
     (lambda line: line.update(agent=None), "field 'agent': missing; pass --agent NAME"),
-    (lambda line: line["responses_create_params"].pop("input"), "field 'responses_create_params.input': missing"),
+    (lambda line: line.get("row_responses_create_params", line["responses_create_params"]).pop("input"),
+     "field 'responses_create_params.input': missing"),  # the row's own params, when the sent ones differ
 ]
 
 

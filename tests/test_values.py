@@ -290,8 +290,12 @@ def test_a_previous_output_fed_back_as_input_reproduces_its_tasks(tmp_path, gym_
         # the task row is the original row: nothing of the first run's output is left over
         row_keys = set(line) - set(line["metric_names"]) - {
             "reward", "metric_names", "task_index", "rollout_index", "agent", "model", "response", "turns",
-            "tool_calls", "tool_errors", "stop_reason", "timing", "error"}
-        assert {k: line[k] for k in row_keys} == originals[index]
+            "tool_calls", "tool_errors", "stop_reason", "timing", "error",
+            "_ng_task_index", "_ng_rollout_index", "agent_ref",  # NeMo Gym's keys, written beside ours
+            "row_responses_create_params"}  # the row's own params, when the sent ones differ (tools filled in)
+        row = {k: line[k] for k in row_keys}
+        row["responses_create_params"] = line.get("row_responses_create_params", line["responses_create_params"])
+        assert row == originals[index]
     assert new[0]["response"]["id"] != old[0]["response"]["id"]  # run again, not copied
 
 
@@ -356,6 +360,10 @@ def test_a_failures_file_fed_back_as_input_reruns_its_tasks(tmp_path, gym_env, f
     originals = [json.loads(text) for text in tasks.read_text().splitlines()]
     rows_again = [{k: v for k, v in line.items() if k not in line["metric_names"] and k not in (
         "reward", "metric_names", "task_index", "rollout_index", "agent", "model", "response", "turns",
-        "tool_calls", "tool_errors", "stop_reason", "timing", "error")} for line in read_jsonl(again)]
+        "tool_calls", "tool_errors", "stop_reason", "timing", "error", "_ng_task_index", "_ng_rollout_index",
+        "agent_ref", "responses_create_params", "row_responses_create_params")}
+        # the row's own params (the line's responses_create_params is what was sent: tools filled in)
+        | {"responses_create_params": line.get("row_responses_create_params", line["responses_create_params"])}
+        for line in read_jsonl(again)]
     # the rows as they were: no stale failure fields
     assert sorted(rows_again, key=json.dumps) == sorted(originals[1:], key=json.dumps)

@@ -1,6 +1,6 @@
 """``gym view``: a Flask app over one rollout JSONL and its sidecars.
 
-Only the named file, its ``.failures.jsonl`` and its ``.metrics.json`` are ever read: no
+Only the named file, its ``.failures.jsonl``, ``.metrics.json`` and ``.run.json`` are ever read: no
 route takes a path. Everything from the file is model output, so templates autoescape it
 and the Content-Security-Policy allows no script at all.
 """
@@ -16,7 +16,6 @@ from typing import Any, Callable
 import orjson
 from flask import Flask, Response, abort, render_template, request, url_for
 
-from ..metrics import PASS_THRESHOLD
 from .charts import histogram, int_bins, number, value_bins
 from .episode import align, episode, pretty_json, snippets
 from .failures import FailureState, failure_state
@@ -37,6 +36,22 @@ def sidecar(path: Path, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def run_pass_threshold(path: Path) -> float:
+    """The ``--pass-threshold`` of the run that wrote ``path`` (its run record, else its
+    summary), else the default: what passes in the viewer is what passed in the run."""
+    from ..metrics import PASS_THRESHOLD
+
+    for suffix in (".run.json", ".metrics.json"):
+        try:
+            data = orjson.loads(sidecar(path, suffix).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        value = data.get("pass_threshold") if isinstance(data, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return PASS_THRESHOLD
+
+
 class Viewer:
     """The app's state: the file's index, the failures sidecar's index, small caches."""
 
@@ -45,6 +60,7 @@ class Viewer:
         self.index = RolloutIndex(self.path)
         self.failures = FailureIndex(sidecar(self.path, ".failures.jsonl"))
         self.metrics_path = sidecar(self.path, ".metrics.json")
+        self.index.threshold = run_pass_threshold(self.path)
         self.selector = Selector(self.index)
         self._cache: dict[str, tuple[tuple, Any]] = {}
         self._lock = threading.Lock()
@@ -279,7 +295,7 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
         all_rows = viewer.cached("tasks", lambda: task_rows(index, cols, viewer.failure_state().per_task))
         rows, page = query.apply(all_rows)
         return render_template("tasks.html", query=query, rows=rows, page=page, flags=TASK_FLAGS,
-                               threshold=PASS_THRESHOLD,
+                               threshold=index.threshold,
                                partial=cols.parsed < cols.lines)
 
     @app.get("/failures")

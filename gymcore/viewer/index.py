@@ -105,7 +105,7 @@ class Totals:
     failures: Counter = attrs.field(factory=Counter)
     per_task: dict[int, list[int]] = attrs.field(factory=dict)  # task -> [scored, passed, failed]
 
-    def add(self, fields: Fields, task: int) -> None:
+    def add(self, fields: Fields, task: int, threshold: float = PASS_THRESHOLD) -> None:
         self.rollouts += 1
         failed = fields.failure is not None or fields.reward is None
         figures = self.failed_figures if failed else self.figures
@@ -126,7 +126,13 @@ class Totals:
         self.scored += 1
         self.reward_sum += fields.reward
         counts[0] += 1
-        counts[1] += fields.reward >= PASS_THRESHOLD
+        counts[1] += fields.reward >= threshold
+
+
+def _environment(obj: dict) -> str:
+    """The line's environment: gymcore's ``agent``, else NeMo Gym's ``agent_ref.name``."""
+    ref = obj.get("agent_ref")
+    return str(obj.get("agent") or (ref.get("name") if isinstance(ref, dict) else "") or "")
 
 
 def line_fields(obj: Any) -> Fields:
@@ -174,7 +180,7 @@ def line_fields(obj: Any) -> Fields:
         error=error,
         failure=failure_class(error, reward),
         stop_reason=obj.get("stop_reason") if isinstance(obj.get("stop_reason"), str) else None,
-        agent=str(obj.get("agent") or ""),
+        agent=_environment(obj),
         model=str(obj.get("model") or ""),
         metrics=metrics,
     )
@@ -504,6 +510,9 @@ class RolloutIndex(LineIndex):
     """The index of a rollout file, with running totals for the overview."""
 
     cols: RolloutColumns
+    #: a rollout passes when its reward is at least this: the run's ``--pass-threshold``
+    #: (set by the viewer from the run record before the first refresh)
+    threshold: float = PASS_THRESHOLD
 
     def _new_columns(self) -> RolloutColumns:
         return RolloutColumns()
@@ -523,6 +532,7 @@ class RolloutIndex(LineIndex):
         self.timing_sums: dict[str, list[float]] = {}
         self.models: Counter = Counter()
         self.agents: Counter = Counter()
+        self.environments: dict[str, list[float]] = {}  # name -> [rollouts, scored, reward sum, passed]
 
     def failure_code(self, name: str) -> int | None:
         return self._failure_codes.get(name)
@@ -549,7 +559,7 @@ class RolloutIndex(LineIndex):
         rows.append(len(cols.reward))
         if fields.task_label is not None:
             self.task_labels.setdefault(task, fields.task_label)
-        self.totals.add(fields, task)
+        self.totals.add(fields, task, self.threshold)
         cols.add_fields(math.nan if fields.reward is None else fields.reward, task, repeat, fields.turns,
                         fields.tool_calls, fields.tokens, math.nan if fields.duration is None else fields.duration,
                         0 if fields.failure is None else self._code(fields.failure),
@@ -577,6 +587,12 @@ class RolloutIndex(LineIndex):
                     self.tool_counts[str(item.get("name"))] += 1
         self.models[fields.model] += 1
         self.agents[fields.agent] += 1
+        env = self.environments.setdefault(fields.agent, [0, 0, 0.0, 0])
+        env[0] += 1
+        if fields.failure is None and fields.reward is not None:
+            env[1] += 1
+            env[2] += fields.reward
+            env[3] += fields.reward >= self.threshold
 
     def _code(self, name: str) -> int:
         code = self._failure_codes.get(name)
@@ -593,9 +609,8 @@ class RolloutIndex(LineIndex):
                 "task": cols.task[e], "repeat": cols.repeat[e], "turns": cols.turns[e],
                 "failure": self.failure_names[cols.failure[e]]}
 
-    @staticmethod
-    def passed(reward: float) -> bool:
-        return not math.isnan(reward) and reward >= PASS_THRESHOLD
+    def passed(self, reward: float) -> bool:
+        return not math.isnan(reward) and reward >= self.threshold
 
 
 class FailureColumns(Columns):

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ..metrics import PASS_THRESHOLD, pass_at_k
+from ..metrics import pass_at_k
 from .failures import FailureState
 from .index import RolloutColumns, RolloutIndex
 from .query import task_rows
@@ -58,6 +58,8 @@ class Overview:
     metrics: list[tuple[str, float, int]]
     models: list[tuple[str, int]]
     agents: list[tuple[str, int]]
+    #: per environment: (name, rollouts, mean reward, pass rate at the threshold)
+    environments: list[tuple[str, int, float | None, float | None]]
     task_flags: dict[str, int]
     rewards: list[float]
     turns: Counter
@@ -93,6 +95,9 @@ def overview(index: RolloutIndex, cols: RolloutColumns, failed: FailureState | N
             timing=[(key, total / count) for key, (total, count) in index.timing_sums.items() if count],
             metrics=[(name, total / count, count) for name, (total, count) in index.metric_sums.items()],
             models=index.models.most_common(), agents=index.agents.most_common(),
+            environments=[(name, int(n), total / scored if scored else None, passed / scored if scored else None)
+                          for name, (n, scored, total, passed) in sorted(index.environments.items())],
+            pass_threshold=index.threshold,
         )
     for task, count in failed.per_task.items():  # tasks whose repeats failed still count
         per_task.setdefault(task, [0, 0, 0])[2] += count
@@ -112,7 +117,7 @@ def overview(index: RolloutIndex, cols: RolloutColumns, failed: FailureState | N
     return Overview(**figures_kw, rollouts=totals.rollouts + sidecar, failed=in_file + sidecar,
                     failures_in_file=in_file, failures_in_sidecar=sidecar, failure_history=failed.history(),
                     tasks=len(per_task), repeats=(min(repeat_counts), max(repeat_counts)) if repeat_counts else None,
-                    pass_at=pass_at, pass_threshold=PASS_THRESHOLD, pass_at_k_tasks=len(complete),
+                    pass_at=pass_at, pass_at_k_tasks=len(complete),
                     pass_at_k_left_out=len(per_task) - len(complete), task_flags=dict(flags), rewards=rewards,
                     turns=turns)
 
