@@ -103,7 +103,7 @@ class Scatter:
     exact: bool
     points: list[Point]
     size: int = 320
-    pad: int = 34
+    pad: int = 46
 
     def cell_of(self, pair: TaskPair) -> str | None:
         if pair.mean_a is None or pair.mean_b is None:
