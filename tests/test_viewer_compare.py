@@ -189,6 +189,23 @@ def test_computed_once_per_change_of_either_file(runs, tmp_path):
     assert comparison.computations == 2
 
 
+def test_pages_never_wait_for_the_comparison(runs):
+    """With no time to wait (wait=0), the first answers say the comparison is being made and
+    refresh themselves; the figures come once the background thread has read both runs."""
+    app = create_app(runs["a"], compare=runs["b"], wait=0)
+    client = app.test_client()
+    first = client.get("/api/ab")
+    assert first.status_code == 202 and first.get_json() == {"computing": True}
+    page = client.get("/ab")
+    assert page.status_code == 202
+    body = page.get_data(as_text=True)
+    assert "Comparing the runs" in body and '<meta http-equiv="refresh"' in body
+    comparison = app.extensions["gym_view_b"].comparison
+    comparison.get(False, None)  # wait for the one computation the requests started
+    assert client.get("/api/ab").get_json() == cli_json(runs, runs["a"].resolve(), runs["b"].resolve())
+    assert comparison.computations == 1
+
+
 def xss_runs(tmp_path):
     """Two small runs of the viewer's sample tasks whose ids and answers carry a <script> tag;
     B gets task 0 wrong where A had it right."""
