@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 from flask import Flask, Response, abort, redirect, render_template, request, url_for
 
-from ..compare import compare_runs
+from ..compare import compare_runs, verdict
 from ..errors import GymError
 from ..outcomes import RunOutcomes, read_run
 from .index import RolloutIndex
@@ -142,8 +142,8 @@ def scatter(pairs: list[TaskPair]) -> Scatter:
         mean_a = sum(p.mean_a for p in group) / len(group)
         mean_b = sum(p.mean_b for p in group) / len(group)
         side = "better" if mean_b > mean_a else "worse" if mean_b < mean_a else "same"
-        chart.points.append(Point(cell, chart.px(mean_a), chart.py(mean_b), round(3 + 11 * math.sqrt(len(group) / biggest), 1),
-                                  len(group), mean_a, mean_b, side))
+        radius = round(3 + 11 * math.sqrt(len(group) / biggest), 1)
+        chart.points.append(Point(cell, chart.px(mean_a), chart.py(mean_b), radius, len(group), mean_a, mean_b, side))
     chart.points.sort(key=lambda point: -point.count)  # small circles on top of big ones
     return chart
 
@@ -216,15 +216,6 @@ class Comparison:
         with self.lock:
             self.computations += 1
             self.done[intersect] = outcome
-
-
-def verdict(difference: dict[str, Any]) -> str:
-    """As ``gym compare`` says it: from where the interval lies against 0."""
-    if difference["ci_low"] > 0:
-        return "B is better"
-    if difference["ci_high"] < 0:
-        return "B is worse"
-    return "no difference shown at this confidence"
 
 
 def repeats_of(index: RolloutIndex, task: int | None) -> list[tuple[int, int, float | None]]:
@@ -307,8 +298,9 @@ def register(app: Flask, pair: RunPair, *, wait: float | None) -> None:
             page = _page(page_no, 50, len(all_flips))
             keys = ["mean_reward"] + [key for key in outcome.result["a"]
                                       if key.startswith("pass@") and key in outcome.result["b"]]
-        return render_template("ab.html", state=state, outcome=outcome, flips=flips, page=page, args=args,
-                               intersect=intersect, verdict=verdict, figure_keys=keys), 200 if outcome is not None else 202
+        html = render_template("ab.html", state=state, outcome=outcome, flips=flips, page=page, args=args,
+                               intersect=intersect, verdict=verdict, figure_keys=keys)
+        return html, 200 if outcome is not None else 202
 
     @app.get("/ab/tasks")
     def ab_tasks() -> tuple[str, int]:
