@@ -568,13 +568,17 @@ def new_resource(answers, no_input, output_dir):
               help="Interface to listen on; 0.0.0.0 exposes the rollouts to your network.")
 @click.option("--port", default=7860, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on; 0 picks a free one.")
+@click.option("--compare", "compare_with", metavar="B.jsonl", type=click.Path(path_type=Path, dir_okay=False),
+              help="A second run of the same tasks: adds an 'A vs B' page (the figures of `gym compare`, a "
+              "per-task scatter, each flipped task's rollouts side by side). Same as giving two files.")
 @click.pass_context
-def view(ctx, file, host, port):
+def view(ctx, file, host, port, compare_with):
     """Browse a rollout JSONL in your browser: overview, filters, tasks, compare.
 
     \b
       gym view results/weather.jsonl
       gym view +jsonl_fpath=results/weather.jsonl     (the seed's spelling)
+      gym view runs/a.jsonl runs/b.jsonl             (A vs B, as `gym compare`)
 
     Opens at once on big files (indexing runs in the background) and shows new
     rollouts on reload while `gym collect` is still writing. FILE's
@@ -595,15 +599,19 @@ def view(ctx, file, host, port):
                 paths.append(arg)
     except GymError as exc:
         raise _fail(exc)
-    if len(paths) != 1:
-        raise click.UsageError("give exactly one FILE.jsonl (or +jsonl_fpath=FILE)")
-    path = Path(paths[0])
-    if not path.is_file():
-        raise click.ClickException(f"{path}: no such file")
+    if compare_with is not None:
+        paths.append(str(compare_with))
+    if not 1 <= len(paths) <= 2:
+        raise click.UsageError("give one FILE.jsonl (or +jsonl_fpath=FILE), or two runs to compare: "
+                               "A.jsonl B.jsonl (or A.jsonl --compare B.jsonl)")
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise click.ClickException(f"{path}: no such file")
     from .viewer.app import serve
 
     try:
-        serve(path, host, port, echo=lambda text: click.echo(text))
+        serve(Path(paths[0]), host, port, echo=lambda text: click.echo(text),
+              compare=Path(paths[1]) if len(paths) == 2 else None)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 

@@ -122,6 +122,15 @@ def compare_runs(a: RunOutcomes, b: RunOutcomes, *, intersect: bool = False, thr
     }
 
 
+def verdict(difference: dict[str, Any]) -> str:
+    """What the interval says: B better or worse only when it excludes 0."""
+    if difference["ci_low"] > 0:
+        return "B is better"
+    if difference["ci_high"] < 0:
+        return "B is worse"
+    return "no difference shown at this confidence"
+
+
 def format_comparison(result: dict[str, Any], *, max_flips: int = 20) -> str:
     """The comparison for the terminal."""
     a, b, d, tasks = result["a"], result["b"], result["difference"], result["tasks"]
@@ -139,9 +148,7 @@ def format_comparison(result: dict[str, Any], *, max_flips: int = 20) -> str:
     out.append(f"\nmean reward B - A: {d['mean_reward']:+.4f}, {d['confidence']:.0%} CI [{d['ci_low']:+.4f}, "
                f"{d['ci_high']:+.4f}] (paired bootstrap over {tasks['paired']} tasks, {d['bootstrap_resamples']} "
                f"resamples, seed {d['seed']})")
-    verdict = ("B is better" if d["ci_low"] > 0 else "B is worse" if d["ci_high"] < 0
-               else "no difference shown at this confidence")
-    out.append(f"  -> {verdict}")
+    out.append(f"  -> {verdict(d)}")
     m = result["mcnemar"]
     out.append(f"pass flips: {m['improvements']} improved, {m['regressions']} regressed (McNemar exact "
                f"p = {m['p_value']:.4g}; a task passes when {m['task_passes_when']})")

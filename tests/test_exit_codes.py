@@ -45,7 +45,7 @@ def _run(args: list[str], tmp_path, gym_env):
     # contradicting or missing options
     [*COLLECT, "--output", "TMP/o.jsonl", "--resume", "--overwrite"],
     ["collect", "--agent", "weather", "--model", "replay"],
-    ["view", "TMP/taken.jsonl", "TMP/taken.jsonl"],
+    ["view", "TMP/taken.jsonl", "TMP/taken.jsonl", "TMP/taken.jsonl"],  # two are A vs B (issue 17)
     ["serve", "--agent", "weather", "--model", "replay", "--host", "0.0.0.0", "--port", "0"],
     ["serve", "--agent", "nope", "--model", "replay", "--port", "0"],
     ["new", "resource", "--no-input", "nmae=typo", "--output-dir", "TMP/new"],

@@ -598,7 +598,7 @@ def test_gym_view_serves_the_file(rollouts_path, spelling):
 def test_gym_view_errors(tmp_path):
     missing = run_gym("view", str(tmp_path / "nope.jsonl"))
     assert missing.returncode != 0 and "nope.jsonl: no such file" in missing.stderr
-    assert "exactly one FILE" in run_gym("view").stderr
+    assert "give one FILE.jsonl" in run_gym("view").stderr
     assert "unknown argument +jsonl" in run_gym("view", "+jsonl=x").stderr
 
 

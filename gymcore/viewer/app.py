@@ -144,11 +144,13 @@ def _short(text: Any, length: int = 160) -> str:
 
 
 def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
-               trusted_hosts: frozenset[str] | None = frozenset(local_hosts.LOCAL_HOSTS)) -> Flask:
+               trusted_hosts: frozenset[str] | None = frozenset(local_hosts.LOCAL_HOSTS),
+               compare: str | Path | None = None) -> Flask:
     """The viewer app for one file. ``wait``: how long a request waits for indexing
     (``None``: until done, for tests). ``trusted_hosts``: Host names accepted (the
     default refuses DNS-rebinding requests; see :mod:`gymcore.local_hosts`); ``None``
-    accepts any."""
+    accepts any. ``compare``: a second run of the same tasks, which adds the A-vs-B pages
+    (:mod:`.run_compare`)."""
     app = Flask(__name__)
     app.json.sort_keys = False
     viewer = Viewer(path)
@@ -156,6 +158,10 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
     app.jinja_env.filters.update(fmt=_fmt, ident=_ident, reward_class=_reward_class, short=_short)
     index = viewer.index
     viewer.refresh(wait)
+    if compare is not None:
+        from .run_compare import RunPair, register
+
+        register(app, RunPair(viewer.path, Path(compare)), wait=wait)
 
     @app.before_request
     def _refresh() -> Any:
@@ -238,11 +244,11 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
                                failure_names=failure_names, error_choices=ERROR_CHOICES, sorts=ROLLOUT_SORTS,
                                partial=query.filtered and cols.parsed < cols.lines)
 
-    def _entry(line: int) -> int:
-        index.wait_for_line(line)
-        entry = index.entry_for_line(line)
+    def _entry(line: int, in_index: RolloutIndex = index) -> int:
+        in_index.wait_for_line(line)
+        entry = in_index.entry_for_line(line)
         if entry is None:
-            abort(404, f"{index.path.name} has no rollout on line {line}")
+            abort(404, f"{in_index.path.name} has no rollout on line {line}")
         return entry
 
     @app.get("/rollouts/<int:line>")
@@ -273,20 +279,29 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
         picks = [int(v) for v in request.args.getlist("pick") if v.strip().isdigit()]
         a = request.args.get("a", type=int) or (picks[0] if picks else None)
         b = request.args.get("b", type=int) or (picks[1] if len(picks) > 1 else None)
+        # b_run=B: line b is in the second run (gym view A --compare B), line a in A
+        other = app.extensions.get("gym_view_b") if request.args.get("b_run") else None
+        if request.args.get("b_run") and other is None:
+            abort(404, "there is no second run: start `gym view A.jsonl --compare B.jsonl`")
         if a is None or b is None:
-            return render_template("compare.html", a=a, b=b, sides=None)
-        cols = index.cols
+            return render_template("compare.html", a=a, b=b, sides=None, b_run=other)
+        b_index = other.index if other is not None else index
         sides = []
-        for line in (a, b):
-            obj = index.load(_entry(line), cols)
+        for line, in_index in ((a, index), (b, b_index)):
+            obj = in_index.load(_entry(line, in_index))
             sides.append(episode(obj if obj is not None else {}))
         rows, first = align(sides[0].steps, sides[1].steps)
         input_same = [i.signature() for i in sides[0].input] == [i.signature() for i in sides[1].input]
         names = list(dict.fromkeys([n for n, _ in sides[0].metrics] + [n for n, _ in sides[1].metrics]))
         metrics_a, metrics_b = dict(sides[0].metrics), dict(sides[1].metrics)
         metrics = [(n, metrics_a.get(n), metrics_b.get(n), metrics_a.get(n) != metrics_b.get(n)) for n in names]
+        repeats = None
+        if other is not None:
+            from .run_compare import repeats_of
+
+            repeats = (repeats_of(index, sides[0].fields.task_index), repeats_of(b_index, sides[1].fields.task_index))
         return render_template("compare.html", a=a, b=b, sides=sides, rows=rows, first=first,
-                               input_same=input_same, metrics=metrics)
+                               input_same=input_same, metrics=metrics, b_run=other, repeats=repeats)
 
     @app.get("/tasks")
     def tasks() -> str:
@@ -346,14 +361,19 @@ def create_app(path: str | Path, *, wait: float | None = DEFAULT_WAIT_S,
 
 
 def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, *,
-          echo: Callable[[str], None] = print) -> None:
-    """Run the viewer in werkzeug's threaded server until interrupted."""
+          echo: Callable[[str], None] = print, compare: str | Path | None = None) -> None:
+    """Run the viewer in werkzeug's threaded server until interrupted (of two runs, A
+    against B, when ``compare`` names the second)."""
     from werkzeug.serving import make_server
 
-    app = create_app(path, trusted_hosts=local_hosts.trusted_hosts(host))
+    app = create_app(path, trusted_hosts=local_hosts.trusted_hosts(host), compare=compare)
     server = make_server(host, port, app, threaded=True)
     shown = f"[{host}]" if ":" in host else host
-    echo(f"gym view: serving {Path(path)} at http://{shown}:{server.port}/  (Ctrl-C to stop)")
+    if compare is None:
+        echo(f"gym view: serving {Path(path)} at http://{shown}:{server.port}/  (Ctrl-C to stop)")
+    else:
+        echo(f"gym view: serving {Path(path)} (A) against {Path(compare)} (B) at "
+             f"http://{shown}:{server.port}/ab  (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
