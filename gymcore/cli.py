@@ -43,7 +43,11 @@ def cli():
               "else openai:<policy_model_name> from ./env.yaml.")
 @click.option("--limit", type=int, help="Use only the first N rows of the input. Default: all.")
 @click.option("--num-repeats", "-n", type=int, help="Rollouts per task (for pass@k, GRPO groups). Default: 1.")
-@click.option("--parallel", "-p", type=int, help="Rollouts in flight at once; 0 = all. Default: 16.")
+@click.option("--parallel", "-p", metavar="N|auto", help="Rollouts in flight at once; 0 = all; 'auto' = start low, "
+              "grow while model calls succeed and their latency holds, cut back on 429/5xx and Retry-After "
+              "(not with --server). Default: 16.")
+@click.option("--parallel-max", type=click.IntRange(min=1), help="The most rollouts in flight --parallel auto "
+              "goes to. Default: 256.")
 @click.option("--temperature", type=float, help="Override responses_create_params.temperature.")
 @click.option("--top-p", type=float, help="Override responses_create_params.top_p.")
 @click.option("--max-output-tokens", type=int, help="Override responses_create_params.max_output_tokens.")
@@ -83,7 +87,7 @@ def cli():
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
 @click.pass_context
-def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
+def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, parallel_max, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
             max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token):
     """Run every task of an input JSONL through an agent and write scored rollouts.
@@ -118,7 +122,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     from .backends import DEFAULT_MODEL_TIMEOUT
     from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
     from .stopping import DEFAULT_GRACE
-    from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
+    from .collector import AUTO, DEFAULT_PARALLEL, DEFAULT_PARALLEL_MAX, CollectConfig, collect as run_collect, metrics_path
     from .config import default_model, parse_set_options, parse_seed_args
     from .metrics import format_summary
     from .plugins import load_plugins
@@ -144,8 +148,18 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if not given["model"] and not servers:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL); "
                                "for an offline run use --model replay")
+    if isinstance(given["parallel"], str):  # --parallel N|auto, or +num_samples_in_parallel=N
+        text = given["parallel"].strip().lower()
+        given["parallel"] = AUTO if text == AUTO else int(text) if text.lstrip("-").isdigit() else given["parallel"]
+    if given["parallel"] == AUTO and servers:
+        raise click.UsageError("--parallel auto learns from the model's answers, which the --server runners see, "
+                               "not this process: give a number")
+    if parallel_max is not None and given["parallel"] != AUTO:
+        raise click.UsageError("--parallel-max bounds --parallel auto; with a fixed --parallel it means nothing")
     for key, low in (("limit", 1), ("num_repeats", 1), ("parallel", 0), ("max_steps", 1)):
         value = given[key]
+        if key == "parallel" and value == AUTO:
+            continue
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise click.UsageError(f"{key.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
     try:
@@ -168,6 +182,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         limit=given["limit"],
         num_repeats=given["num_repeats"] or 1,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
+        parallel_max=parallel_max or DEFAULT_PARALLEL_MAX,
         agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
                                  retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT,
                                  judge_model=judge_model or None),

@@ -85,6 +85,9 @@ class Rollout:
     error: dict[str, Any] | None = None
     #: tokens the judge model used for this rollout's verify (``None``: no judge call)
     judge_usage: dict[str, Any] | None = None
+    #: what ``Collector.set_model_version`` said when this rollout started (``None``: never
+    #: set; the line then has no such key), so an async trainer can drop stale rollouts
+    model_version: Any = None
 
 
 converter = cattrs.Converter()
@@ -110,6 +113,7 @@ def _structure_task(row: dict[str, Any], _type: type) -> Task:
 OUTPUT_KEYS = (
     "task_index", "rollout_index", "agent", "model", "response", "reward",
     "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error", "judge_usage",
+    "model_version",
 )
 #: The keys a failures-sidecar line adds to the row (``runfiles.failure_record``), besides
 #: ``task_index``, ``rollout_index``, ``agent``, ``model`` and ``error``.
@@ -144,6 +148,8 @@ def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
     line["error"] = rollout.error
     if rollout.judge_usage is not None:
         line["judge_usage"] = rollout.judge_usage
+    if rollout.model_version is not None:
+        line["model_version"] = rollout.model_version
     return line
 
 
@@ -167,6 +173,7 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
         timing=converter.structure(line.get("timing") or {}, Timing),
         error=line.get("error"),
         judge_usage=line.get("judge_usage"),
+        model_version=line.get("model_version"),
     )
 
 
