@@ -86,10 +86,19 @@ def cli():
               help="Run rollouts on `gym serve` runners instead of in-process (repeatable: spread over "
               "all). --model is then optional (the runners' model; if given it must match).")
 @click.option("--token", envvar="GYM_TOKEN", help="Bearer token of the --server runners. Default: $GYM_TOKEN.")
+@click.option("--estimate", type=click.IntRange(min=1), metavar="N", help="Run a pilot of N rollouts spread over "
+              "the tasks (the start of the run: written, and --resume continues from them), then project the "
+              "whole run (wall time at this --parallel, model calls, tokens, failure rate, cost) with 95% "
+              "intervals, print the command that continues, and stop.")
+@click.option("--price-in", type=click.FloatRange(min=0), metavar="USD", help="With --estimate: price per "
+              "million input tokens, for the projected cost (no built-in prices).")
+@click.option("--price-out", type=click.FloatRange(min=0), metavar="USD", help="With --estimate: price per "
+              "million output tokens.")
 @click.pass_context
 def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, parallel_max, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
-            max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token):
+            max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token, estimate,
+            price_in, price_out):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -168,6 +177,10 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         raise click.BadParameter(str(exc), param_hint="--max-failures")
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other: pick one")
+    if estimate and resume:
+        raise click.UsageError("--estimate runs the pilot at the start of a run; continue it with --resume alone")
+    if (price_in is not None or price_out is not None) and not estimate:
+        raise click.UsageError("--price-in and --price-out price the projection of --estimate N")
     if servers and judge_model:
         raise click.UsageError("with --server the runners run verify: pass --judge-model to `gym serve` instead")
     if servers and model_timeout is not None:  # the runners call the model, with their own bound
@@ -196,6 +209,9 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         handle_signals=True,
         servers=list(servers),
         token=token or None,
+        estimate=estimate,
+        price_in=price_in,
+        price_out=price_out,
     )
     try:
         summary = asyncio.run(run_collect(load_plugins(), config))
@@ -205,6 +221,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         kept = f"; what was written is kept: resume with: {resume_command(sys.argv[1:])}" \
             if config.output.exists() else ""
         raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ") + kept)
+    projection = summary.pop("estimate", None)
     click.echo(format_summary(summary))
     click.echo(f"wrote {config.output} and {metrics_path(config.output)}", err=True)
     resume_hint = f"resume with: {resume_command(sys.argv[1:])}"
@@ -212,6 +229,14 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         by_class = ", ".join(f"{k}={v}" for k, v in summary["failures"].items())
         click.echo(f"gym: {summary['failed']} rollouts failed ({by_class}); they are in "
                    f"{summary['failures_file']}, not in the output", err=True)
+    if summary["status"] == "estimated":
+        from .estimate import format_projection
+
+        if projection is not None:
+            click.echo(format_projection(projection))
+        click.echo(f"gym: the pilot's rollouts are in {config.output}; continue the run with: "
+                   f"{resume_command(sys.argv[1:])}", err=True)
+        return
     if summary["status"] == "interrupted":
         click.echo(f"gym: {summary['stop_reason']}; {resume_hint}", err=True)
         ctx.exit(130)
@@ -240,7 +265,16 @@ def resume_command(argv: list[str]) -> str:
     ``--overwrite``."""
     import shlex
 
-    args = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--estimate", "--price-in", "--price-out"):  # the pilot's options: the rest is the run
+            skip = True
+        elif arg.startswith(("--estimate=", "--price-in=", "--price-out=")) or arg in ("--overwrite", "--resume"):
+            continue
+        else:
+            args.append(arg)
     return shlex.join(["gym", *args, "--resume"])
 
 

@@ -90,6 +90,10 @@ class CollectConfig:
     handle_signals: bool = False
     servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
     token: str | None = None  # bearer token of those servers
+    #: run only a pilot of this many rollouts, spread over the tasks, and project the whole run
+    estimate: int | None = None
+    price_in: float | None = None  # per million input tokens, for the projection's cost
+    price_out: float | None = None  # per million output tokens
 
 
 class InvalidInputError(GymError):
@@ -179,6 +183,18 @@ def _jobs(path: Path, limit: int | None, repeats: int, state: ResumeState) -> It
         for rollout_index in range(repeats):
             if not done >> rollout_index & 1:
                 yield task_index, rollout_index, task
+
+
+def _pilot_jobs(path: Path, limit: int | None, repeats: int, ranks: list[set[int]]) -> Iterator[Job]:
+    """The jobs of an ``--estimate`` pilot: the tasks :func:`gymcore.estimate.pilot_ranks` chose."""
+    rank = 0
+    for task_index, _line, task in iter_rows(path, limit):
+        if isinstance(task, InputError):
+            continue
+        for rollout_index in range(repeats):
+            if rank in ranks[rollout_index]:
+                yield task_index, rollout_index, task
+        rank += 1
 
 
 def _prepare(config: CollectConfig, runner: RolloutRunner,
@@ -570,6 +586,16 @@ async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any
     stats = RunStats(repeats=config.num_repeats)
     input_path, input_name, scan, record, state = _prepare(config, runner, stats)
     total = scan.valid * config.num_repeats - state.count_done(scan.rows, config.num_repeats)
+    whole_run, pilot = total, None
+    if config.estimate:  # only a pilot now: the first rollouts of the run, spread over the tasks
+        from .estimate import PilotSamples, pilot_ranks
+
+        pilot = PilotSamples()
+        total = min(config.estimate, total)
+        jobs = _pilot_jobs(input_path, config.limit, config.num_repeats,
+                           pilot_ranks(total, scan.valid, config.num_repeats))
+    else:
+        jobs = _jobs(input_path, config.limit, config.num_repeats, state)
     # Everything is checked: from here on files are written.
     output.parent.mkdir(parents=True, exist_ok=True)
     record.save(run_record_path(output))
@@ -586,7 +612,6 @@ async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any
     sink = RolloutSink(writer, failures, state.invocation,
                        on_warning=lambda text: progress.note(f"gym: warning: {text}"))
     control = RunControl(config.grace, notify=progress.note)
-    jobs = _jobs(input_path, config.limit, config.num_repeats, state)
     started = time.perf_counter()
     if config.handle_signals:
         control.install_signal_handlers()
@@ -596,6 +621,8 @@ async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any
             async with aclosing(stream):
                 async for rollout in stream:
                     stats.add(rollout)
+                    if pilot is not None:
+                        pilot.add(rollout)
                     progress.update(stats)
     finally:
         control.remove_signal_handlers()
@@ -603,9 +630,17 @@ async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any
         failures.close()
         progress.close(stats)
     adaptive = collector.adaptive
+    status = control.status
+    projection = None
+    if pilot is not None and status == "completed":
+        from .estimate import project
+
+        status = "estimated"  # a pilot: --resume runs the rest
+        projection = project(pilot, whole_run, adaptive.limit if adaptive is not None else
+                             int(collector.parallel), config.price_in, config.price_out) if len(pilot) else None
     summary = stats.summary(
         time.perf_counter() - started,
-        status=control.status,
+        status=status,
         **({"stop_reason": control.reason} if control.reason else {}),
         agent=runner.agent,
         model=runner.model_label,
@@ -619,6 +654,7 @@ async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any
         skipped_invalid_rows=scan.invalid,
         **({"parallel_auto": {"final": adaptive.limit, "settled": round(adaptive.settled(), 1),
                               "peak": adaptive.peak, "cuts": adaptive.cuts}} if adaptive is not None else {}),
+        **({"estimate": projection} if projection is not None else {}),
     )
     write_json_atomic(metrics_path(output), summary)
     return summary
