@@ -170,7 +170,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         if key == "parallel" and value == AUTO:
             continue
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-            raise click.UsageError(f"{key.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
+            also = " or 'auto'" if key == "parallel" else ""
+            raise click.UsageError(f"{key.replace('_', '-')} must be a whole number >= {low}{also}, got {value!r}")
     try:
         max_failures_value = parse_max_failures(max_failures)
     except ValueError as exc:

@@ -207,3 +207,37 @@ def test_parallel_auto_settles_under_a_concurrency_cap(tmp_path, gym_env, fake_o
     assert fake_openai.refused > 0  # it did find the limit
     assert 18 <= auto["settled"] <= 28, auto
     assert auto["peak"] <= 64
+
+
+def test_served_runners_through_the_api(tmp_path):
+    """servers=[...]: the rollouts run on a `gym serve` runner and are the embedded ones."""
+    from .test_serve import gym_serve, serve_env
+
+    data = read_jsonl(EXAMPLE)
+    embedded = asyncio.run(collect_all(dict(agent="weather", model="replay", parallel=2), data, num_repeats=2))
+    with gym_serve("--agent", "weather", "--model", "replay", env=serve_env()) as (_proc, url):
+        served = asyncio.run(collect_all(dict(agent="weather", servers=[url], parallel=2), data, num_repeats=2,
+                                         groups=True))
+    assert sorted(g.task_index for g in served) == list(range(len(data)))
+
+    def key(line):
+        line = comparable(line)
+        line["response"] = {k: v for k, v in line["response"].items() if k != "id"}
+        return line["task_index"], line["rollout_index"], json.dumps(line, sort_keys=True)
+
+    assert sorted(key(converter.unstructure(r)) for r in embedded) == \
+        sorted(key(converter.unstructure(r)) for g in served for r in g.rollouts)
+
+
+def test_parallel_auto_options_are_checked(tmp_path, gym_env):
+    out = tmp_path / "out.jsonl"
+    result = run_gym("collect", "--agent", "weather", "--model", "replay", "-o", str(out), "--parallel-max", "8",
+                     env=gym_env)
+    assert result.returncode == 2 and "--parallel-max bounds --parallel auto" in result.stderr
+    result = run_gym("collect", "--agent", "weather", "--server", "http://127.0.0.1:9", "-o", str(out),
+                     "--parallel", "auto", env=gym_env)
+    assert result.returncode == 2 and "--parallel auto learns from the model's answers" in result.stderr
+    result = run_gym("collect", "--agent", "weather", "--model", "replay", "-o", str(out), "--parallel", "many",
+                     env=gym_env)
+    assert result.returncode == 2 and "parallel must be a whole number" in result.stderr
+    assert not out.exists()
