@@ -400,6 +400,7 @@ class Collector:
         signals); ``total`` sizes a ``max_failures`` fraction."""
         if self.runner is None:
             raise GymError("use the Collector in `async with gymcore.Collector(...) as collector:`")
+        own_control = control is None
         control = control or RunControl(self.grace, notify=_note)
         queue: asyncio.Queue = asyncio.Queue()
         drive = asyncio.create_task(self._drive(jobs, total, control, check, queue.put_nowait))
@@ -423,9 +424,11 @@ class Collector:
             drive.result()  # a worker's exception (a bad row, a bug) surfaces here
         finally:
             if not drive.done():  # the reader stopped early: so does the run
-                control.stop("the caller stopped reading results", at_once=True)
+                control.stop("the caller stopped reading results", status="interrupted", at_once=True)
                 drive.cancel()
                 await asyncio.gather(drive, return_exceptions=True)
+            if own_control:
+                control.remove_signal_handlers()  # none installed; cancels a pending grace timer
             self.status, self.stop_reason = control.status, control.reason
 
     async def _drive(self, jobs: Iterator[Job] | AsyncIterator[Job], total: int | None, control: RunControl,

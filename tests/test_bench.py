@@ -63,3 +63,8 @@ def test_reliability_trial_loses_and_duplicates_nothing():
     figures = json.loads(bench("reliability.py", "--tasks", "6", "--repeats", "2", "--kills", "3", "--json"))
     assert figures["rollouts"] == 12 and figures["kills"] + figures["runs that finished before the kill"] == 3
     assert (figures["lost"], figures["duplicated"], figures["garbled"], figures["failures scored"]) == (0, 0, 0, 0)
+
+
+def test_collector_api_bench_prints_both_ratios():
+    out = bench("collector_api.py", "--quick")
+    assert "ratio API/CLI" in out and "--parallel auto" in out, out

@@ -241,3 +241,23 @@ def test_parallel_auto_options_are_checked(tmp_path, gym_env):
                      env=gym_env)
     assert result.returncode == 2 and "parallel must be a whole number" in result.stderr
     assert not out.exists()
+
+
+def test_leaving_early_stops_the_run(openai_env):
+    openai_env.latency = 0.05
+
+    async def main():
+        async with gymcore.Collector(agent="weather", model="openai:fake", parallel=4) as collector:
+            results = collector.run(rows(40))
+            async for _rollout in results:
+                break
+            await results.aclose()
+            assert not collector._runs  # no worker left running
+            await asyncio.sleep(0.2)  # a request sent just before may still be on its way
+            sent = openai_env.count
+            await asyncio.sleep(0.5)
+            return collector.status, sent, openai_env.count
+
+    status, sent, later = asyncio.run(main())
+    assert status == "interrupted"
+    assert later == sent < 80  # nothing more was asked of the model
