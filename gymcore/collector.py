@@ -414,6 +414,7 @@ class Collector:
                     break
                 if repeats is None:
                     yield item
+                    del item  # not alive while the next one is awaited
                     continue
                 members = open_groups.setdefault(item.task_index, [])
                 members.append(item)
@@ -627,6 +628,7 @@ async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any
                     if pilot is not None:
                         pilot.add(rollout)
                     progress.update(stats)
+                    del rollout  # nothing of a written rollout outlives it
     finally:
         control.remove_signal_handlers()
         writer.close()

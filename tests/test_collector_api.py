@@ -113,8 +113,8 @@ def test_rows_are_pulled_only_as_slots_free(openai_env):
             return held, at_first, [result, *rest]
 
     held, at_first, results = asyncio.run(main())
-    assert held == 2
-    assert at_first <= 3
+    assert held == 2  # exactly the rows that fill the 4 slots while nothing has finished
+    assert at_first <= 4  # and at most a refill of those slots by the time the first result is read
     assert len(results) == 100 and len(pulled) == 50
 
 
