@@ -35,6 +35,8 @@ LATENCY_SLACK = 2.0
 PROBE_ROUNDS = 4
 #: The longest a ``Retry-After`` pauses new rollouts.
 MAX_PAUSE = 60.0
+#: ``settled()`` looks back at most this many seconds.
+SETTLED_WINDOW = 60.0
 
 
 def is_overload(error: ModelError) -> bool:
@@ -63,7 +65,8 @@ class AdaptiveLimit:
         self._wake_handle: asyncio.TimerHandle | None = None
         started = time.monotonic()
         self.started = started
-        self.history: list[tuple[float, int]] = [(started, self.limit)]  # (when, limit) at each change
+        #: (when, limit) at each change, back to SETTLED_WINDOW seconds ago
+        self.history: deque[tuple[float, int]] = deque([(started, self.limit)])
 
     # --- the semaphore ------------------------------------------------------------------
 
@@ -141,15 +144,19 @@ class AdaptiveLimit:
         self.limit = min(limit, self.maximum)
         self.peak = max(self.peak, self.limit)
         self._credit = 0
-        self.history.append((time.monotonic(), self.limit))
+        now = time.monotonic()
+        self.history.append((now, self.limit))
+        if len(self.history) > 64 and self.history[1][0] < now - SETTLED_WINDOW:
+            self.history.popleft()  # older than settled() looks: a long run keeps a bounded history
         self._wake()
 
     def settled(self) -> float:
-        """The time-weighted mean limit over the second half of the run so far."""
+        """The time-weighted mean limit over the second half of the run so far, or over its
+        last SETTLED_WINDOW seconds when that is shorter."""
         now = time.monotonic()
-        half = self.started + (now - self.started) / 2
+        half = max(self.started + (now - self.started) / 2, now - SETTLED_WINDOW)
         total = weighted = 0.0
-        points = self.history + [(now, self.limit)]
+        points = [*self.history, (now, self.limit)]
         for (at, limit), (until, _next) in zip(points, points[1:]):
             begin = max(at, half)
             if until > begin:

@@ -29,7 +29,8 @@ that output's temperature and conditions. Tests script it further:
   recorded on arrival and answered only once it is set again (a run held mid-way).
 * ``max_concurrent``: a rate limit on calls at once: a request that arrives while this many
   are being answered gets a 429 at once (with ``Retry-After: concurrent_retry_after`` when
-  that is set); ``peak`` is the most answered at once, ``refused`` the count of such 429s;
+  that is set); ``peak`` is the most answered at once, ``refused`` the count of such 429s
+  (``refused_at``: when each arrived);
 * ``chat_only``: no ``/v1/responses`` route, so it answers 404 there, as servers that speak
   only Chat Completions do.
 
@@ -132,6 +133,7 @@ class FakeOpenAI:
         self.active = 0
         self.peak = 0
         self.refused = 0
+        self.refused_at: list[float] = []
         self.chat_only = chat_only
         self.jitter = jitter
         self._random = random.Random(0)
@@ -206,6 +208,7 @@ class FakeOpenAI:
         if self.max_concurrent is not None and self.active >= self.max_concurrent:
             await request.read()
             self.refused += 1
+            self.refused_at.append(time.monotonic())
             headers = {} if self.concurrent_retry_after is None else {"Retry-After": str(self.concurrent_retry_after)}
             error = {"error": {"message": f"rate limit: more than {self.max_concurrent} requests at once",
                                "type": "rate_limit_error", "code": "rate_limit_exceeded", "param": None}}

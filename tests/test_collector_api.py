@@ -261,3 +261,18 @@ def test_leaving_early_stops_the_run(openai_env):
     status, sent, later = asyncio.run(main())
     assert status == "interrupted"
     assert later == sent < 80  # nothing more was asked of the model
+
+
+def test_parallel_auto_waits_out_retry_after(openai_env):
+    """A 429 with Retry-After pauses new rollouts that long: no rollout's first call arrives
+    in the pause, and none fails."""
+    openai_env.max_concurrent, openai_env.concurrent_retry_after = 6, 0.3
+    openai_env.latency = 0.05
+    results = asyncio.run(collect_all(dict(agent="weather", model="openai:fake", parallel="auto", parallel_max=32),
+                                      rows(60)))
+    assert len(results) == 60 and all(r.error is None for r in results)
+    assert openai_env.refused_at
+    first_calls = [r["at"] for r in openai_env.requests
+                   if not any(i.get("type") == "function_call_output" for i in r["body"]["input"])]
+    refused = openai_env.refused_at[0]
+    assert not [at for at in first_calls if refused + 0.05 < at < refused + 0.25], (refused, first_calls)
