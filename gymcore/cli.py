@@ -123,6 +123,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     Exit status: 0 every rollout scored; 1 an error, some rollouts failed,
     or the run stopped early (--max-failures, rejected credentials,
     a model server never reached);
+    0 after an --estimate pilot (continue it with --resume);
     130 interrupted (resume it).
     """
     import asyncio
