@@ -35,10 +35,11 @@ CALLS_PER_ROLLOUT = 2  # the weather policy: call get_weather, then answer
 class FakeServer:
     """tests/fake_openai.py in its own process, at a given latency."""
 
-    def __init__(self, latency_ms: float, jitter_ms: float = 0.0):
+    def __init__(self, latency_ms: float, jitter_ms: float = 0.0, max_concurrent: int | None = None):
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "tests/fake_openai.py"), "--port", "0", "--latency-ms", str(latency_ms),
-             "--jitter-ms", str(jitter_ms)],
+             "--jitter-ms", str(jitter_ms),
+             *(["--max-concurrent", str(max_concurrent)] if max_concurrent is not None else [])],
             stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):

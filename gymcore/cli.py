@@ -59,7 +59,11 @@ def cli():
               "else openai:<policy_model_name> from ./env.yaml.")
 @click.option("--limit", type=int, help="Use only the first N rows of the input. Default: all.")
 @click.option("--num-repeats", "-n", type=int, help="Rollouts per task (for pass@k, GRPO groups). Default: 1.")
-@click.option("--parallel", "-p", type=int, help="Rollouts in flight at once; 0 = all. Default: 16.")
+@click.option("--parallel", "-p", metavar="N|auto", help="Rollouts in flight at once; 0 = all; 'auto' = start low, "
+              "grow while model calls succeed and their latency holds, cut back on 429/5xx and Retry-After "
+              "(not with --server). Default: 16.")
+@click.option("--parallel-max", type=click.IntRange(min=1), help="The most rollouts in flight --parallel auto "
+              "goes to. Default: 256.")
 @click.option("--temperature", type=float, help="Override responses_create_params.temperature.")
 @click.option("--top-p", type=float, help="Override responses_create_params.top_p.")
 @click.option("--max-output-tokens", type=int, help="Override responses_create_params.max_output_tokens.")
@@ -127,13 +131,21 @@ def cli():
               "num_repeats_add_seed), so a repeat is reproducible on a server that honours it (vLLM).")
 @click.option("--no-nemo-gym-files", is_flag=True, help="Do not write NeMo Gym's OUTPUT_materialized_inputs.jsonl "
               "and OUTPUT_aggregate_metrics.json beside the output.")
+@click.option("--estimate", type=click.IntRange(min=1), metavar="N", help="Run a pilot of N rollouts spread over "
+              "the tasks (the start of the run: written, and --resume continues from them), then project the "
+              "whole run (wall time at this --parallel, model calls, tokens, failure rate, cost) with 95% "
+              "intervals, print the command that continues, and stop.")
+@click.option("--price-in", type=click.FloatRange(min=0), metavar="USD", help="With --estimate: price per "
+              "million input tokens, for the projected cost (no built-in prices).")
+@click.option("--price-out", type=click.FloatRange(min=0), metavar="USD", help="With --estimate: price per "
+              "million output tokens.")
 @click.pass_context
 @exits_130_on_signals
-def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, temperature, top_p,
+def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel, parallel_max, temperature, top_p,
             max_output_tokens, set_items, max_steps, resume, overwrite, skip_invalid, max_failures,
             max_retries, timeout, model_timeout, judge_model, grace, quiet, servers, token, return_tokens,
             executor, ray_address, workers, one_per_node, model_urls, server_timeout, pass_threshold,
-            seed_repeats, no_nemo_gym_files):
+            seed_repeats, no_nemo_gym_files, estimate, price_in, price_out):
     """Run every task of an input JSONL through an agent and write scored rollouts.
 
     The seed tutorial's spelling works too, after the command name:
@@ -165,6 +177,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     or the run stopped early (--max-failures, rejected credentials,
     a model server never reached);
     2 a usage error (the command line is wrong; nothing was started);
+    0 after an --estimate pilot (continue it with --resume);
     130 after Ctrl-C or SIGTERM, at whatever point they came (resume it).
     """
     import asyncio
@@ -173,7 +186,8 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     from .backends import DEFAULT_MODEL_TIMEOUT
     from .retry import DEFAULT_MAX_RETRIES, RetryPolicy
     from .stopping import DEFAULT_GRACE, ProcessSignals
-    from .collector import DEFAULT_PARALLEL, CollectConfig, collect as run_collect, metrics_path
+    from .collector import (AUTO, DEFAULT_PARALLEL, DEFAULT_PARALLEL_MAX, CollectConfig, collect as run_collect,
+                            metrics_path)
     from .config import default_model, merge_params, parse_set_options, parse_seed_args
     from .metrics import format_summary
     from .plugins import load_plugins
@@ -208,16 +222,31 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
     if not given["model"] and not servers:
         raise click.UsageError("no model: pass --model openai:NAME (or set GYM_MODEL, or policy_model_name "
                                "in ./env.yaml); for an offline run use --model replay")
+    if isinstance(given["parallel"], str):  # --parallel N|auto, or +num_samples_in_parallel=N
+        text = given["parallel"].strip().lower()
+        given["parallel"] = AUTO if text == AUTO else int(text) if text.lstrip("-").isdigit() else given["parallel"]
+    if given["parallel"] == AUTO and servers:
+        raise click.UsageError("--parallel auto learns from the model's answers, which the --server runners see, "
+                               "not this process: give a number")
+    if parallel_max is not None and given["parallel"] != AUTO:
+        raise click.UsageError("--parallel-max bounds --parallel auto; with a fixed --parallel it means nothing")
     for key, low in (("limit", 1), ("num_repeats", 1), ("parallel", 0), ("max_steps", 1)):
         value = given[key]
+        if key == "parallel" and value == AUTO:
+            continue
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-            raise click.UsageError(f"{key.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
+            also = " or 'auto'" if key == "parallel" else ""
+            raise click.UsageError(f"{key.replace('_', '-')} must be a whole number >= {low}{also}, got {value!r}")
     try:
         max_failures_value = parse_max_failures(max_failures)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-failures")
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other: pick one")
+    if estimate and resume:
+        raise click.UsageError("--estimate runs the pilot at the start of a run; continue it with --resume alone")
+    if (price_in is not None or price_out is not None) and not estimate:
+        raise click.UsageError("--price-in and --price-out price the projection of --estimate N")
     if servers and judge_model:
         raise click.UsageError("with --server the runners run verify: pass --judge-model to `gym serve` instead")
     if servers and model_timeout is not None:  # the runners call the model, with their own bound
@@ -235,6 +264,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         limit=given["limit"],
         num_repeats=given["num_repeats"] or 1,
         parallel=DEFAULT_PARALLEL if given["parallel"] is None else given["parallel"],
+        parallel_max=parallel_max or DEFAULT_PARALLEL_MAX,
         agent_config=AgentConfig(max_steps=given["max_steps"] or DEFAULT_MAX_STEPS, overrides=overrides,
                                  retry=retry, model_timeout=model_timeout or DEFAULT_MODEL_TIMEOUT,
                                  judge_model=judge_model or None, return_tokens=return_tokens,
@@ -253,6 +283,9 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         server_timeout=server_timeout,
         pass_threshold=pass_threshold,
         nemo_gym_files=not no_nemo_gym_files,
+        estimate=estimate,
+        price_in=price_in,
+        price_out=price_out,
     )
     try:
         summary = asyncio.run(ProcessSignals.current.main(run_collect(load_plugins(), config)))
@@ -262,6 +295,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         kept = f"; what was written is kept: resume with: {resume_command(sys.argv[1:])}" \
             if config.output.exists() else ""
         raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ") + kept)
+    projection = summary.pop("estimate", None)
     click.echo(format_summary(summary))
     click.echo(f"wrote {config.output} and {metrics_path(config.output)}", err=True)
     resume_hint = f"resume with: {resume_command(sys.argv[1:])}"
@@ -269,6 +303,14 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         by_class = ", ".join(f"{k}={v}" for k, v in summary["failures"].items())
         click.echo(f"gym: {summary['failed']} rollouts failed ({by_class}); they are in "
                    f"{summary['failures_file']}, not in the output", err=True)
+    if summary["status"] == "estimated":
+        from .estimate import format_projection
+
+        if projection is not None:
+            click.echo(format_projection(projection))
+        click.echo(f"gym: the pilot's rollouts are in {config.output}; continue the run with: "
+                   f"{resume_command(sys.argv[1:])}", err=True)
+        return
     if summary["status"] == "interrupted":
         click.echo(f"gym: {summary['stop_reason']}; {resume_hint}", err=True)
         ctx.exit(130)
@@ -323,7 +365,16 @@ def resume_command(argv: list[str]) -> str:
     ``--overwrite``."""
     import shlex
 
-    args = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--estimate", "--price-in", "--price-out"):  # the pilot's options: the rest is the run
+            skip = True
+        elif arg.startswith(("--estimate=", "--price-in=", "--price-out=")) or arg in ("--overwrite", "--resume"):
+            continue
+        else:
+            args.append(arg)
     return shlex.join(["gym", *args, "--resume"])
 
 

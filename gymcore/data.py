@@ -96,6 +96,9 @@ class Rollout:
     #: ``responses_create_params`` as the first model call received them (overrides applied,
     #: tools filled in, seed added); ``None``: the row's own (no call was prepared)
     sent_params: dict[str, Any] | None = None
+    #: what ``Collector.set_model_version`` said when this rollout started (``None``: never
+    #: set; the line then has no such key), so an async trainer can drop stale rollouts
+    model_version: Any = None
 
 
 converter = cattrs.Converter()
@@ -125,7 +128,7 @@ def _structure_task(row: dict[str, Any], _type: type) -> Task:
 OUTPUT_KEYS = (
     "task_index", "rollout_index", "agent", "model", "response", "reward",
     "metric_names", "turns", "tool_calls", "tool_errors", "stop_reason", "timing", "error", "judge_usage",
-    "token_monotonic", "reward_components", ROW_PARAMS_KEY, "_ng_task_index", "_ng_rollout_index",
+    "token_monotonic", "reward_components", ROW_PARAMS_KEY, "_ng_task_index", "_ng_rollout_index", "model_version",
 )
 #: The keys a failures-sidecar line adds to the row (``runfiles.failure_record``), besides
 #: ``task_index``, ``rollout_index``, ``agent``, ``model`` and ``error``.
@@ -173,6 +176,8 @@ def _unstructure_rollout(rollout: Rollout) -> dict[str, Any]:
         line["judge_usage"] = rollout.judge_usage
     if rollout.token_monotonic is not None:
         line["token_monotonic"] = rollout.token_monotonic
+    if rollout.model_version is not None:
+        line["model_version"] = rollout.model_version
     return line
 
 
@@ -204,6 +209,7 @@ def _structure_rollout(line: dict[str, Any], _type: type) -> Rollout:
         token_monotonic=line.get("token_monotonic"),
         reward_components=line.get("reward_components"),
         sent_params=sent,
+        model_version=line.get("model_version"),
     )
 
 

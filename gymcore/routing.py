@@ -46,12 +46,26 @@ class RoutingRunner:
         self.default_name = default_name
         self.runners: dict[str, RolloutRunner] = {default_name: default} if default is not None else {}
         self._build, self._available = build, available
+        self._building = asyncio.Lock()
+        self._wrap: Callable[[Any], Any] | None = None
         self.agent = default.agent if default is not None else ""
         self.model_label = default.model_label if default is not None else ""
         self.is_replay = bool(default is not None and default.is_replay)
         self.example_dataset_path = default.example_dataset_path if default is not None else None
         self.example_dataset_name = default.example_dataset_name if default is not None else None
         self.reach = getattr(default, "reach", None) if default is not None else None
+
+    def wrap_models(self, wrap: Callable[[Any], Any]) -> None:
+        """Wrap the model backend of every runner in this process, now and built later
+        (``--parallel auto`` watches the calls this way); served runners call their own."""
+        self._wrap = wrap
+        for runner in self.runners.values():
+            self._wrapped(runner)
+
+    def _wrapped(self, runner: RolloutRunner) -> RolloutRunner:
+        if self._wrap is not None and hasattr(runner, "model"):
+            runner.model = self._wrap(runner.model)
+        return runner
 
     def environment_for(self, task: Task) -> str:
         return row_environment(task, self.default_name) or ""
@@ -78,7 +92,7 @@ class RoutingRunner:
         for name in scan.agent_refs:
             wanted = "+".join(split_agent(name))
             if wanted not in self.runners:
-                self.runners[wanted] = await self._build(wanted)
+                self.runners[wanted] = self._wrapped(await self._build(wanted))
         labels = {runner.model_label for runner in self.runners.values()}
         if not self.model_label:
             first = next(iter(self.runners.values()), None)
@@ -89,7 +103,13 @@ class RoutingRunner:
             raise GymError("the environments of this run would use different models: " + ", ".join(sorted(labels)))
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:
-        return await self.runners[self.environment_for(task)].run(task, task_index, rollout_index)
+        name = self.environment_for(task)
+        runner = self.runners.get(name)
+        if runner is None:  # rows the run did not scan first (the Python API's): built on first use
+            async with self._building:
+                runner = self.runners.get(name) or self._wrapped(await self._build(name))
+                self.runners[name] = runner
+        return await runner.run(task, task_index, rollout_index)
 
     def stuck_hook_calls(self) -> dict[str, int]:
         """Hook calls still stuck in the environments' threads (served runners keep their own)."""
@@ -116,10 +136,14 @@ async def embedded_routing_runner(plugins, config) -> RoutingRunner:
     from .runners import EmbeddedRunner
 
     reach = ModelReach()
+    # as many hook calls at once as rollouts in flight (--parallel auto: its ceiling)
+    parallel = config.parallel if isinstance(config.parallel, int) and config.parallel > 0 else \
+        getattr(config, "parallel_max", MAX_THREADS)
+    threads = min(parallel, MAX_THREADS)
 
     async def build(name: str) -> RolloutRunner:
         return await EmbeddedRunner.create(plugins, name, config.model, config.agent_config, reach=reach,
-                                           hook_threads=config.parallel or MAX_THREADS)
+                                           hook_threads=threads)
 
     default = await build(config.agent) if config.agent else None
     return RoutingRunner(default, "+".join(split_agent(config.agent)) if config.agent else None, build,

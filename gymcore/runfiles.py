@@ -285,6 +285,8 @@ def failure_record(rollout: Rollout, invocation: int) -> dict[str, Any]:
     line["error"] = error
     if rollout.response is not None:
         line["response"] = rollout.response
+    if rollout.model_version is not None:
+        line["model_version"] = rollout.model_version
     return line
 
 

@@ -34,6 +34,10 @@ that output's temperature and conditions. Tests script it further:
   a conversation's calls extend each other exactly. ``drift_tokens``: later prompts
   re-template earlier assistant turns differently (as templates that strip reasoning do);
   ``omit_tokens``: the fields are never sent, as by a server too old to know them;
+* ``max_concurrent``: a rate limit on calls at once: a request that arrives while this many
+  are being answered gets a 429 at once (with ``Retry-After: concurrent_retry_after`` when
+  that is set); ``peak`` is the most answered at once, ``refused`` the count of such 429s
+  (``refused_at``: when each arrived);
 * ``chat_only``: no ``/v1/responses`` route, so it answers 404 there, as servers that speak
   only Chat Completions do.
 
@@ -160,10 +164,17 @@ class FakeOpenAI:
     """State and handlers of one fake server; start with :meth:`start_in_thread`."""
 
     def __init__(self, latency: float = 0.0, keep_requests: bool = True, jitter: float = 0.0,
-                 chat_only: bool = False, drift_tokens: bool = False, omit_tokens: bool = False):
+                 chat_only: bool = False, drift_tokens: bool = False, omit_tokens: bool = False,
+                 max_concurrent: int | None = None, concurrent_retry_after: float | None = None):
         self.latency = latency
         self.drift_tokens = drift_tokens
         self.omit_tokens = omit_tokens
+        self.max_concurrent = max_concurrent
+        self.concurrent_retry_after = concurrent_retry_after
+        self.active = 0
+        self.peak = 0
+        self.refused = 0
+        self.refused_at: list[float] = []
         self.chat_only = chat_only
         self.jitter = jitter
         self._random = random.Random(0)
@@ -255,6 +266,22 @@ class FakeOpenAI:
     # --- HTTP ---------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.max_concurrent is not None and self.active >= self.max_concurrent:
+            await request.read()
+            self.refused += 1
+            self.refused_at.append(time.monotonic())
+            headers = {} if self.concurrent_retry_after is None else {"Retry-After": str(self.concurrent_retry_after)}
+            error = {"error": {"message": f"rate limit: more than {self.max_concurrent} requests at once",
+                               "type": "rate_limit_error", "code": "rate_limit_exceeded", "param": None}}
+            return _json_response(error, status=429, headers=headers)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            return await self._answer(request)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         at = time.monotonic()
         self.count += 1
@@ -323,10 +350,12 @@ class FakeOpenAI:
 
     async def _stats(self, _request: web.Request) -> web.Response:
         """Request count and the wall-clock time of the first one (for start-up benchmarks)."""
-        return web.json_response({"count": self.count, "first_request_at": self.first_request_at})
+        return web.json_response({"count": self.count, "first_request_at": self.first_request_at,
+                                  "peak": self.peak, "refused": self.refused})
 
     async def _reset(self, _request: web.Request) -> web.Response:
         self.count, self.first_request_at = 0, None
+        self.peak = self.refused = 0
         self.requests.clear()
         return web.json_response({"ok": True})
 
@@ -394,8 +423,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="latency varies uniformly by +- this")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="answer 429 above this many calls at once")
     args = parser.parse_args()
-    server = FakeOpenAI(latency=args.latency_ms / 1000, keep_requests=False, jitter=args.jitter_ms / 1000)
+    server = FakeOpenAI(latency=args.latency_ms / 1000, keep_requests=False, jitter=args.jitter_ms / 1000,
+                        max_concurrent=args.max_concurrent)
 
     async def serve() -> None:
         url = await server.start(port=args.port)

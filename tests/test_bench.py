@@ -78,3 +78,8 @@ def test_environments_bench_measures_each_environment_and_the_sandbox():
     rows = [line.split()[0] for line in out.splitlines()[1:] if line and not line.startswith(("math sandbox", " "))]
     assert rows == ["weather", "reasoning", "math"], out
     assert "math sandbox, 3 calls of print(6 * 7)" in out
+
+
+def test_collector_api_bench_prints_both_ratios():
+    out = bench("collector_api.py", "--quick")
+    assert "ratio API/CLI" in out and "--parallel auto" in out, out

@@ -65,8 +65,10 @@ def test_collector_memory_stays_flat(tmp_path, plugins, monkeypatch):
     assert summary["rollouts"] == N and summary["failed"] == 0 and summary["mean_reward"] == 1.0
     assert len(probe.samples) == 10
     for sample in probe.samples:
-        # only rollouts in flight are alive (plus the one being verified)
-        assert sample["rollouts"] <= PARALLEL + 1, sample
+        # only rollouts in flight are alive (plus the one being verified), and those finished in
+        # this turn of the loop, handed to the reader of Collector.stream (which drains them all
+        # when it next runs): at most one per worker
+        assert sample["rollouts"] <= 2 * PARALLEL + 1, sample
         assert sample["sessions"] <= PARALLEL + 1, sample
     first, last = probe.samples[1], probe.samples[-1]  # skip the warm-up sample
     grown = last["objects"] - first["objects"]
