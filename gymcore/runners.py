@@ -26,6 +26,10 @@ class RolloutRunner(Protocol):
     example_dataset_path: Path | None
     #: where that dataset comes from, as the run record and summary name it
     example_dataset_name: str | None
+    #: the judge model ``verify`` may call and whether calls return token ids, wherever the
+    #: model is called (here or in `gym serve`): part of what the run is
+    judge_model: str | None
+    return_tokens: bool
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout: ...
 
@@ -47,6 +51,7 @@ class EmbeddedRunner:
         self.agent = env.name
         self.model_label = model.label
         self.is_replay = bool(getattr(model, "is_replay", False))
+        self.judge_model, self.return_tokens = config.judge_model, config.return_tokens
         self.example_dataset_path = env.example_dataset_path
         self.example_dataset_name = str(env.example_dataset_path) if env.example_dataset_path else None
 

@@ -266,6 +266,8 @@ class Host:
             "version": __version__,
             "runner_id": self.runner_id,
             "model_spec": self.model_spec,
+            "judge_model_spec": self.agent_config.judge_model,
+            "return_tokens": self.agent_config.return_tokens,
             "agents": [agent.describe() for agent in self.agents.values()],
             "sessions": {"open": len(self.sessions), "idle_timeout_s": self.idle_timeout},
             "stats": self.stats,
