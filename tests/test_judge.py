@@ -166,3 +166,21 @@ def test_a_rollout_given_up_while_a_def_verify_waits_for_the_judge_releases_it(p
     assert "hook_calls_stuck" not in summary, summary.get("hook_calls_stuck_note")
     assert hook.first_call_ended == ["Paris: CancelledError"]
     assert not [r for r in fake_openai.requests if f"{MARK} second Paris" in json.dumps(r["body"])]
+
+
+def test_gym_verify_of_a_judged_run_reports_no_judge_tokens_it_did_not_spend(tmp_path, gym_env, fake_openai):
+    # gym verify runs verify without a judge: its lines and summary must not carry over the
+    # judge tokens of the collection, which did not produce the new verdicts
+    fake_openai.script = [judge_says("YES") for _ in range(3)]
+    out, rescored = tmp_path / "math.jsonl", tmp_path / "rescored.jsonl"
+    result = run_gym("collect", "--agent", "math", "--model", "replay", "--judge-model", "openai:judge",
+                     "--output", str(out), "-q", env=gym_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "math.metrics.json").read_text())["judge_input_tokens"] == 300
+    result = run_gym("verify", str(out), "--output", str(rescored), env=gym_env)
+    assert result.returncode == 0, result.stderr
+    assert len(fake_openai.requests) == 3  # the judge was asked during the collection only
+    summary = json.loads((tmp_path / "rescored.metrics.json").read_text())
+    assert "judge_input_tokens" not in summary and "judge_input_tokens" not in result.stderr + result.stdout
+    lines = read_jsonl(rescored)
+    assert len(lines) == 24 and not [line for line in lines if "judge_usage" in line]
