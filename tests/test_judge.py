@@ -184,3 +184,11 @@ def test_gym_verify_of_a_judged_run_reports_no_judge_tokens_it_did_not_spend(tmp
     assert "judge_input_tokens" not in summary and "judge_input_tokens" not in result.stderr + result.stdout
     lines = read_jsonl(rescored)
     assert len(lines) == 24 and not [line for line in lines if "judge_usage" in line]
+
+
+def test_an_unknown_judge_backend_is_named_as_the_judge(tmp_path, gym_env):
+    for command in (["collect", "--output", str(tmp_path / "o.jsonl")], ["serve", "--port", "0"]):
+        result = run_gym(*command, "--agent", "weather", "--model", "replay", "--judge-model", "nosuch:j",
+                         env=gym_env)
+        assert result.returncode == 2, result.stderr
+        assert "in --judge-model 'nosuch:j'" in result.stderr, result.stderr
