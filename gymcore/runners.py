@@ -62,8 +62,8 @@ class EmbeddedRunner:
         context = ModelContext(environment=env, timeout=config.model_timeout, return_tokens=config.return_tokens)
         backend = create_backend(plugins, model, context)
         judge_context = attrs.evolve(context, return_tokens=False)  # the judge's tokens are not trained on
-        judge = Judge(create_backend(plugins, config.judge_model, judge_context), config.retry) \
-            if config.judge_model else None
+        judge = Judge(create_backend(plugins, config.judge_model, judge_context, option="--judge-model"),
+                      config.retry) if config.judge_model else None
         return cls(env, backend, config, judge)
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:

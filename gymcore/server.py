@@ -164,8 +164,8 @@ class Host:
                                        return_tokens=self.agent_config.return_tokens)
                 model = create_backend(self.plugins, self.model_spec, context)
                 judge_spec = self.agent_config.judge_model
-                judge = Judge(create_backend(self.plugins, judge_spec, attrs.evolve(context, return_tokens=False)),
-                              self.agent_config.retry) \
+                judge = Judge(create_backend(self.plugins, judge_spec, attrs.evolve(context, return_tokens=False),
+                                             option="--judge-model"), self.agent_config.retry) \
                     if judge_spec else None
                 self.agents[env.name] = HostedAgent(env.name, env, model, judge)
             # plugin_inventory runs its own event loop, so it gets a thread of its own.
