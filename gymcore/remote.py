@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import attrs
