@@ -187,3 +187,20 @@ def test_a_served_run_records_the_servers_tokens_and_judge_and_resume_holds_them
     assert "return tokens: True then, False now" in again.stderr
     assert "judge model: 'openai-chat:judge' then, None now" in again.stderr
     assert len(read_jsonl(out)) == 1
+
+
+@pytest.mark.parametrize("logprob", [None, "-0.1"], ids=["null", "string"])
+def test_a_logprob_that_is_not_a_number_is_no_tokens_not_a_hole_in_training_data(fake, tmp_path, logprob):
+    # a trainer reads generation_log_probs as numbers: a reply whose logprob is null (or a
+    # string) is refused where it comes in, never written for to_sequences to choke on
+    # (NaN and infinity are refused already: the body is not JSON to orjson, model:protocol)
+    fake.rules = [{"match": "Paris", "logprob": logprob, "times": 1}]
+    try:
+        result, out = collect(fake, tmp_path, "--return-tokens", n=2)
+    finally:
+        fake.rules = []
+    assert result.returncode == 1, result.stderr
+    lines = read_jsonl(out)
+    assert len(lines) == 1 and all(None not in item["generation_log_probs"] for item in token_items(lines[0]))
+    [failure] = read_jsonl(failures_path(out))
+    assert failure["class"] == "model:no_tokens" and "generation_log_probs" in failure["error"]["message"]
