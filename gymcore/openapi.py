@@ -65,6 +65,8 @@ _SCHEMAS: dict[str, Any] = {
             "judge_model": {"type": ["string", "null"], "description": "The judge's label (`--judge-model`)."},
             "is_replay": {"type": "boolean"},
             "example_dataset": {"type": "boolean", "description": "Whether `GET .../dataset` has rows."},
+            "hook_calls_stuck": {"type": "integer", "description": "Plain `def` hook calls still running in a "
+                                 "thread whose request was given up (see docs/plugins.md)."},
         },
     },
     "Index": {

@@ -112,6 +112,8 @@ class HostedAgent:
             "judge_model": self.judge.label if self.judge is not None else None,
             "is_replay": bool(getattr(self.model, "is_replay", False)),
             "example_dataset": self.env.example_dataset_path is not None,
+            # def hook calls whose request was given up (a client that hung up) and still run
+            "hook_calls_stuck": sum(self.env.threads.stuck().values()),
         }
 
 
