@@ -331,7 +331,7 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
         num_repeats=config.num_repeats,
         invocation=state.invocation,
         skipped_invalid_rows=scan.invalid,
-        **stuck_summary(getattr(runner, "stuck_hook_calls", dict)()),  # gym serve shows its own in GET /
+        **stuck_summary(getattr(runner, "stuck_hook_calls", dict)()),  # a served runner keeps its own
     )
     write_json_atomic(metrics_path(output), summary)
     return summary
