@@ -182,8 +182,10 @@ async def run_rollout(
         rollout.error = failed_judge.as_error() if failed_judge else (
             exc.as_error() if isinstance(exc, JudgeError) else plugin_error(stage, exc))
     finally:
-        if judged is not None and judged.calls:
-            rollout.judge_usage = judged.usage
+        if judged is not None:
+            judged.close()  # a def hook given up on may still wait for the judge in its thread
+            if judged.calls:
+                rollout.judge_usage = judged.usage
         try:
             if session is not None:  # not closed yet: the rollout failed or was cancelled
                 await env.close_session(session)

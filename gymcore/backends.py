@@ -78,12 +78,13 @@ def split_model_spec(spec: str) -> tuple[str, str]:
     return prefix, name
 
 
-def create_backend(plugins: Plugins, spec: str, context: ModelContext) -> ModelBackend:
-    """Build the backend named by ``spec`` (``openai:gpt-4.1-mini``, ``replay``, ...)."""
+def create_backend(plugins: Plugins, spec: str, context: ModelContext, *, option: str = "--model") -> ModelBackend:
+    """Build the backend named by ``spec`` (``openai:gpt-4.1-mini``, ``replay``, ...);
+    ``option`` names where the user gave it, for the error."""
     backends = model_backends(plugins)
     prefix, name = split_model_spec(spec)
     info = backends.get(prefix)
     if info is None:
         known = ", ".join(sorted(backends)) or "none installed"
-        raise UsageError(f"unknown model backend {prefix!r} in --model {spec!r} (installed: {known})")
+        raise UsageError(f"unknown model backend {prefix!r} in {option} {spec!r} (installed: {known})")
     return info.factory(name, context)

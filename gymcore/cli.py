@@ -668,7 +668,7 @@ def view(ctx, file, host, port, compare_with):
 
 
 @cli.command("export")
-@click.argument("run", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("run", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["sft", "sequences"]), required=True,
               help="sft: OpenAI chat-format fine-tuning rows (messages with tool calls, plus tools); "
               "sequences: token rows (input_ids, loss_mask, logprobs) of a run collected with --return-tokens.")

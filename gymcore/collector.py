@@ -233,7 +233,7 @@ def _prepare(config: CollectConfig, runner: RolloutRunner, stats: RunStats,
         input=input_name, input_sha256=file_sha256(Path(input_path)), agent=runner.agent,
         model=runner.model_label, overrides=dict(config.agent_config.overrides),
         max_steps=config.agent_config.max_steps, num_repeats=config.num_repeats, limit=config.limit,
-        judge_model=config.agent_config.judge_model, return_tokens=config.agent_config.return_tokens,
+        judge_model=runner.judge_model, return_tokens=runner.return_tokens,
         input_copy=given.copy if given is not None else None, seed_repeats=config.agent_config.seed_repeats,
         pass_threshold=config.pass_threshold)
     state = ResumeState()

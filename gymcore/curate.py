@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import orjson
 
-from .errors import GymError, UsageError
+from .errors import UsageError
 from .metrics import PASS_THRESHOLD
 from .outcomes import read_run, row_of_line
 from .runfiles import (RunRecord, file_sha256, read_complete_lines, refuse_to_overwrite, refuse_to_write_over_input,

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 import orjson
 
 from .errors import GymError
+from .runfiles import read_complete_lines
 
 FORMATS = ("sft", "sequences")
 
@@ -38,20 +39,6 @@ class ExportStats:
     def summary(self, fmt: str, output: Path) -> str:
         return (f"gym export: wrote {self.rows} {fmt} rows from {self.rollouts} rollouts to {output} "
                 f"(skipped {self.failures} failures, {self.below_min_reward} below --min-reward)")
-
-
-def _read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise GymError(f"{path}:{number}: not a JSON line ({exc})") from None
-            if not isinstance(line, dict):
-                raise GymError(f"{path}:{number}: expected a JSON object (a rollout), got {type(line).__name__}")
-            yield number, line
 
 
 def _text(content: Any) -> Any:
@@ -143,6 +130,8 @@ def export(path: Path, output: Path, fmt: str, *, min_reward: float | None = Non
 
     if fmt not in FORMATS:
         raise GymError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+    if not path.is_file():
+        raise GymError(f"{path}: no such file")
     if output.resolve() == path.resolve():
         raise GymError(f"refusing to write the export over its input {path}")
     stats = ExportStats()
@@ -150,7 +139,8 @@ def export(path: Path, output: Path, fmt: str, *, min_reward: float | None = Non
     partial = output.with_name(output.name + ".partial")
     try:
         with open(partial, "wb") as out:
-            for number, line in _read_lines(path):
+            # a killed run's torn last line is skipped with a warning, as resume does
+            for number, line in read_complete_lines(path, repair=False):
                 if line.get("error") is not None or line.get("reward") is None:
                     stats.failures += 1
                     continue

@@ -14,12 +14,19 @@ A judge call that still fails after the retries raises :class:`JudgeError`, and 
 rollout fails with class ``judge:<status or kind>``, whatever ``verify`` does with the
 exception: a judge that did not answer never becomes a reward. Judge tokens are summed per
 rollout into the output line's ``judge_usage`` and apart from the policy's in the summary.
+
+When a rollout ends (given up by ``--timeout`` or a signal included), its judge is closed:
+a ``def`` hook still waiting in ``*_sync`` gets ``CancelledError`` at once (the call is
+cancelled, so its thread is freed and the judge spends nothing more on it), and any later
+``*_sync`` call is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import concurrent.futures
+import threading
+from typing import Any, Coroutine
 
 from .errors import GymError, ModelError
 from .responses import final_text
@@ -63,6 +70,9 @@ class RolloutJudge:
         self.calls = 0
         self.usage: dict[str, Any] = {}
         self.error: JudgeError | None = None
+        self._lock = threading.Lock()
+        self._waiting: set[concurrent.futures.Future] = set()  # calls of def hooks in threads
+        self._closed = False
 
     async def create_response(self, request: dict[str, Any]) -> dict[str, Any]:
         from .agent import add_usage
@@ -81,7 +91,7 @@ class RolloutJudge:
         the event loop and this thread waits for it."""
         if _on_loop(self._loop):
             raise RuntimeError("create_response_sync would block the event loop: await create_response instead")
-        return asyncio.run_coroutine_threadsafe(self.create_response(request), self._loop).result()
+        return self._wait(self.create_response(request))
 
     async def ask(self, text: str, **params: Any) -> str:
         """The judge's answer text to one user message (``params``: e.g. ``temperature``)."""
@@ -91,7 +101,29 @@ class RolloutJudge:
     def ask_sync(self, text: str, **params: Any) -> str:
         if _on_loop(self._loop):
             raise RuntimeError("ask_sync would block the event loop: await ask instead")
-        return asyncio.run_coroutine_threadsafe(self.ask(text, **params), self._loop).result()
+        return self._wait(self.ask(text, **params))
+
+    def _wait(self, call: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``call`` on the rollout's loop and wait for it in this (hook) thread."""
+        with self._lock:
+            if self._closed:
+                call.close()
+                raise concurrent.futures.CancelledError("the rollout has ended (given up?): its judge takes no calls")
+            future = asyncio.run_coroutine_threadsafe(call, self._loop)
+            self._waiting.add(future)
+        try:
+            return future.result()
+        finally:
+            with self._lock:
+                self._waiting.discard(future)
+
+    def close(self) -> None:
+        """The rollout has ended: cancel the calls ``def`` hooks still wait for, refuse more."""
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = self._waiting, set()
+        for future in waiting:
+            future.cancel()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -73,8 +73,11 @@ _SCHEMAS: dict[str, Any] = {
             "environments": {"type": "array", "items": {"type": "string"}},
             "tools": {"type": "array", "items": {"type": "string"}},
             "model": {"type": "string", "description": "The label written into each rollout's `model`."},
+            "judge_model": {"type": ["string", "null"], "description": "The judge's label (`--judge-model`)."},
             "is_replay": {"type": "boolean"},
             "example_dataset": {"type": "boolean", "description": "Whether `GET .../dataset` has rows."},
+            "hook_calls_stuck": {"type": "integer", "description": "Plain `def` hook calls still running in a "
+                                 "thread whose request was given up (see docs/plugins.md)."},
         },
     },
     "Index": {
@@ -85,6 +88,8 @@ _SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
             "runner_id": {"type": "string", "description": "Random per process: tells runners apart."},
             "model_spec": {"type": "string", "description": "The `--model` the runner was started with."},
+            "judge_model_spec": {"type": ["string", "null"], "description": "Its `--judge-model`, if any."},
+            "return_tokens": {"type": "boolean", "description": "Whether it was started with `--return-tokens`."},
             "agents": {"type": "array", "items": _ref("AgentInfo")},
             "sessions": {"type": "object", "properties": {"open": {"type": "integer"},
                                                           "idle_timeout_s": {"type": "number"},

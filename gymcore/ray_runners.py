@@ -187,6 +187,14 @@ class RayRunner:
         return self.served.model_label
 
     @property
+    def judge_model(self) -> str | None:  # as the runners report it (they got the driver's)
+        return self.served.judge_model
+
+    @property
+    def return_tokens(self) -> bool:
+        return self.served.return_tokens
+
+    @property
     def is_replay(self) -> bool:
         return self.served.is_replay
 

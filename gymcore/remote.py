@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import attrs
@@ -146,6 +145,8 @@ class ServedRunner:
         self.server_timeout = server_timeout or DEFAULT_SERVER_TIMEOUT
         self.model_label = ""
         self.is_replay = False
+        self.judge_model: str | None = None  # the runners' --judge-model and --return-tokens
+        self.return_tokens = False
         self.example_dataset_path: Path | None = None  # a temporary copy of the runner's
         self.example_dataset_name: str | None = None  # ... and the URL it came from
         self._tmp: Path | None = None
@@ -191,7 +192,7 @@ class ServedRunner:
         return resp
 
     async def _check(self, model: str | None) -> None:
-        labels = {}
+        labels, settings = {}, {}
         for runner in self.runners:
             async with await self._get(runner.url + "/") as resp:
                 index = orjson.loads(await resp.read())
@@ -204,11 +205,17 @@ class ServedRunner:
                 raise GymError(f"gym server {runner.url} serves model {index.get('model_spec')!r}, not --model "
                                f"{model!r}; drop --model or restart it with that model")
             labels[runner.url] = info["model"]
+            settings[runner.url] = (index.get("judge_model_spec"), bool(index.get("return_tokens")))
             self.is_replay = self.is_replay or bool(info.get("is_replay"))
         if len(set(labels.values())) > 1:
             raise GymError("gym servers run different models, which would mix data: "
                            + ", ".join(f"{url} {label}" for url, label in labels.items()))
+        if len(set(settings.values())) > 1:
+            raise GymError("gym servers differ in --judge-model or --return-tokens, which would mix data: "
+                           + ", ".join(f"{url} judge {judge!r}, return tokens {tokens}"
+                                       for url, (judge, tokens) in settings.items()))
         self.model_label = next(iter(labels.values()))
+        self.judge_model, self.return_tokens = next(iter(settings.values()))
 
     async def _fetch_dataset(self) -> None:
         url = f"{self.runners[0].url}/agents/{self.agent}/dataset"

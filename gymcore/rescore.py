@@ -106,6 +106,7 @@ async def _rescore(plugins: Plugins, config: RescoreConfig) -> dict[str, Any]:
         except (KeyError, TypeError, ValueError) as exc:
             raise GymError(f"{source}:{line_no}: not a stored rollout ({type(exc).__name__}: {exc})") from None
         old = rollout.reward
+        rollout.judge_usage = None  # the collection's judge: the new verdict is verify's here, without a judge
         agent = config.agent or rollout.agent
         if rollout.response is None:  # a failed rollout stored by an older gymcore: nothing to verify
             rollout.error = {"type": "unscorable", "kind": None, "status": None,

@@ -54,6 +54,9 @@ class RoutingRunner:
         self.example_dataset_path = default.example_dataset_path if default is not None else None
         self.example_dataset_name = default.example_dataset_name if default is not None else None
         self.reach = getattr(default, "reach", None) if default is not None else None
+        #: what the run record says of the runners (served ones report their own settings)
+        self.judge_model = getattr(default, "judge_model", None)
+        self.return_tokens = bool(getattr(default, "return_tokens", False))
 
     def wrap_models(self, wrap: Callable[[Any], Any]) -> None:
         """Wrap the model backend of every runner in this process, now and built later

@@ -26,6 +26,10 @@ class RolloutRunner(Protocol):
     example_dataset_path: Path | None
     #: where that dataset comes from, as the run record and summary name it
     example_dataset_name: str | None
+    #: the judge model ``verify`` may call and whether calls return token ids, wherever the
+    #: model is called (here or in `gym serve`): part of what the run is
+    judge_model: str | None
+    return_tokens: bool
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout: ...
 
@@ -48,6 +52,7 @@ class EmbeddedRunner:
         self.agent = env.name
         self.model_label = model.label
         self.is_replay = bool(getattr(model, "is_replay", False))
+        self.judge_model, self.return_tokens = config.judge_model, config.return_tokens
         self.example_dataset_path = env.example_dataset_path
         self.example_dataset_name = str(env.example_dataset_path) if env.example_dataset_path else None
 
@@ -58,8 +63,8 @@ class EmbeddedRunner:
         context = ModelContext(environment=env, timeout=config.model_timeout, return_tokens=config.return_tokens)
         backend = create_backend(plugins, model, context)
         judge_context = attrs.evolve(context, return_tokens=False)  # the judge's tokens are not trained on
-        judge = Judge(create_backend(plugins, config.judge_model, judge_context), config.retry) \
-            if config.judge_model else None
+        judge = Judge(create_backend(plugins, config.judge_model, judge_context, option="--judge-model"),
+                      config.retry) if config.judge_model else None
         return cls(env, backend, config, judge, reach)
 
     async def run(self, task: Task, task_index: int, rollout_index: int) -> Rollout:

@@ -125,6 +125,8 @@ class HostedAgent:
             "judge_model": self.judge.label if self.judge is not None else None,
             "is_replay": bool(getattr(self.model, "is_replay", False)),
             "example_dataset": self.env.example_dataset_path is not None,
+            # def hook calls whose request was given up (a client that hung up) and still run
+            "hook_calls_stuck": sum(self.env.threads.stuck().values()),
         }
 
 
@@ -183,8 +185,8 @@ class Host:
                                        return_tokens=self.agent_config.return_tokens)
                 model = create_backend(self.plugins, self.model_spec, context)
                 judge_spec = self.agent_config.judge_model
-                judge = Judge(create_backend(self.plugins, judge_spec, attrs.evolve(context, return_tokens=False)),
-                              self.agent_config.retry) \
+                judge = Judge(create_backend(self.plugins, judge_spec, attrs.evolve(context, return_tokens=False),
+                                             option="--judge-model"), self.agent_config.retry) \
                     if judge_spec else None
                 self.agents[env.name] = HostedAgent(env.name, env, model, judge)
             # plugin_inventory runs its own event loop, so it gets a thread of its own.
@@ -312,6 +314,8 @@ class Host:
             "version": __version__,
             "runner_id": self.runner_id,
             "model_spec": self.model_spec,
+            "judge_model_spec": self.agent_config.judge_model,
+            "return_tokens": self.agent_config.return_tokens,
             "agents": [agent.describe() for agent in self.agents.values()],
             "sessions": {"open": len(self.sessions), "idle_timeout_s": self.idle_timeout,
                          "max": self.max_sessions},

@@ -14,13 +14,14 @@ The item goes back, fields and all, in the next request's input; a Chat Completi
 puts them on that assistant message (NeMo Gym's documented contract, which lets a patched
 server splice the exact earlier tokens instead of re-tokenizing).
 
-A call asked for tokens that came back without them is a failure (class
-``model:no_tokens``), never a turn with empty or zero-filled arrays: fabricated tokens must
-never reach training.
+A call asked for tokens that came back without them, or with a logprob that is not a finite
+number, is a failure (class ``model:no_tokens``), never a turn with empty, zero-filled or
+null-holed arrays: fabricated tokens must never reach training.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Awaitable, Callable
 
 from .errors import ModelError
@@ -63,6 +64,12 @@ def missing(reply: dict[str, Any]) -> str | None:
     if len(last[GENERATION_IDS]) != len(last[GENERATION_LOGPROBS]):
         return (f"{len(last[GENERATION_IDS])} generation_token_ids but "
                 f"{len(last[GENERATION_LOGPROBS])} generation_log_probs")
+    try:  # one pass in C: a null or a string raises, a NaN or an infinity makes the sum one
+        total = sum(last[GENERATION_LOGPROBS])
+    except TypeError:
+        return "the reply's generation_log_probs hold a value that is not a number"
+    if not math.isfinite(total):
+        return "the reply's generation_log_probs hold a value that is not a finite number"
     return None
 
 

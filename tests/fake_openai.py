@@ -20,6 +20,9 @@ that output's temperature and conditions. Tests script it further:
   of ``max_output_tokens`` / ``max_tokens`` used, yet reported finished, as llama.cpp does);
   ``{"json_body": {...}}`` (a 200 whose body is the usual reply updated with these keys,
   written with the stdlib ``json``, so it may hold what orjson refuses to write);
+  ``{"logprob": value}`` (chat with tokens: the first generated token's logprob is ``value``,
+  e.g. ``float("nan")``, written with the stdlib ``json``, which writes ``NaN`` as Python
+  and some servers do);
 * ``rules``: fault specs with a ``"match"`` substring, applied to every request whose raw
   body contains it (before ``faults``), so one task fails whatever the scheduling order;
   ``"times": N`` makes a rule expire after N uses;
@@ -126,6 +129,8 @@ def spoil(reply: dict[str, Any], request: dict[str, Any], fault: dict[str, Any])
     reply.update(fault.get("patch") or {})
     if chat and fault.get("choice"):
         reply["choices"][0].update(fault["choice"])
+    if chat and "logprob" in fault and reply["choices"][0].get("logprobs"):
+        reply["choices"][0]["logprobs"]["content"][0]["logprob"] = fault["logprob"]
 
 
 def _render_turn(message: dict[str, Any]) -> str:
@@ -335,6 +340,8 @@ class FakeOpenAI:
             reply = self.response_body(body, self.policy_output(items))
         if fault:
             spoil(reply, body, fault)
+            if "logprob" in fault:  # NaN as the stdlib writes it; orjson would write null
+                return web.Response(body=json.dumps(reply), content_type="application/json")
         return _json_response(reply)
 
     def _rule_for(self, raw: bytes) -> dict[str, Any] | None:

@@ -66,6 +66,9 @@ def test_usage_errors_exit_2(args, tmp_path, gym_env):
     [*COLLECT, "--input", "TMP/taken.jsonl", "--output", "TMP/o.jsonl"],  # a row that is not a task
     [*COLLECT, "--output", "TMP/taken.jsonl"],  # an existing output is never touched
     ["verify", "TMP/missing.jsonl", "--output", "TMP/v.jsonl"],
+    ["export", "TMP/missing.jsonl", "--format", "sft", "--output", "TMP/e.jsonl"],
+    ["compare", "TMP/missing.jsonl", "TMP/taken.jsonl"],
+    ["filter", "TMP/missing.jsonl", "--output", "TMP/f.jsonl"],
     ["view", "TMP/missing.jsonl"],
     ["new", "resource", "--no-input", "name=fresh", "--output-dir", "TMP"],  # gym-fresh exists
 ], ids=lambda args: " ".join(args[:1] + [a for a in args[1:] if a not in COLLECT[1:]])[:60])

@@ -333,3 +333,37 @@ async def test_a_given_up_call_frees_its_place_and_is_counted_stuck_until_it_ret
     assert pool.stuck() == {} and ran == []
     with pytest.raises(ZeroDivisionError):  # a hook's exception reaches its caller
         await pool.run("env.verify", lambda: 1 / 0)
+
+
+async def test_gym_serve_shows_the_def_hook_calls_left_stuck_by_clients_that_hung_up(blocking_env, tmp_path):
+    """The collector's summary reports stuck calls of its own process only; a runner's are
+    in its ``GET /``, per agent, so whoever runs ``gym serve`` can see threads it will never get back."""
+    import asyncio
+
+    import aiohttp
+
+    from .test_serve import get_json, gym_serve
+
+    with gym_serve("--agent", "blocking", "--model", "openai:m", "--shutdown-grace", "0.5",
+                   env=blocking_env) as (_proc, url):
+        async with aiohttp.ClientSession() as http:
+            _, index = await get_json(http, "GET", url + "/")
+            assert index["agents"][0]["hook_calls_stuck"] == 0
+            sessions = url + "/agents/blocking/sessions"
+            status, opened = await get_json(http, "POST", sessions, {
+                "responses_create_params": {"input": "weather in Paris?"}, "verifier_metadata": {"block": "forever"}})
+            assert status == 201
+            call = asyncio.create_task(get_json(
+                http, "POST", f"{sessions}/{opened['session_id']}/tools/get_weather", {"arguments": {}}))
+            log = tmp_path / "hooks.log"
+            for _ in range(600):  # until the tool call runs in its thread
+                if log.exists() and "start 1" in log.read_text().splitlines():
+                    break
+                await asyncio.sleep(0.1)
+            call.cancel()  # the client hangs up: the runner cancels the request, the thread runs on
+            for _ in range(600):
+                _, index = await get_json(http, "GET", url + "/")
+                if index["agents"][0]["hook_calls_stuck"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert index["agents"][0]["hook_calls_stuck"] == 1

@@ -125,3 +125,70 @@ def test_gym_math_asks_the_judge_only_when_math_verify_reads_no_answer(tmp_path,
     assert all(lines[i]["reward"] == 1.0 and lines[i]["judge_usage"]["input_tokens"] == 100 for i in judged)
     assert all("judge_usage" not in line for i, line in lines.items() if i not in judged)
     assert len(fake_openai.requests) == 3 and "reference answer" in json.dumps(fake_openai.requests[0]["body"])
+
+
+class AsksTwiceInAThread:
+    """A plain ``def`` verify that asks the judge twice, noting what its first call did."""
+
+    def __init__(self):
+        self.first_call_ended: list[str] = []
+
+    @hookimpl
+    def verify(self, session, response):
+        city = session.task.verifier_metadata["expected_city"]
+        try:
+            session.judge.ask_sync(f"{MARK} first {city}")
+        except BaseException as exc:
+            self.first_call_ended.append(f"{city}: {type(exc).__name__}")
+            raise
+        session.judge.ask_sync(f"{MARK} second {city}")
+        return 1.0
+
+
+def test_a_rollout_given_up_while_a_def_verify_waits_for_the_judge_releases_it(plugins, tmp_path, monkeypatch,
+                                                                                fake_openai):
+    # --timeout gives up the Paris rollout while its verify's thread waits in ask_sync for a
+    # judge that hangs: the judge call is cancelled and the thread freed at once, not left
+    # waiting (and the judge spending) until the run ends; it asks the judge nothing more
+    hook = AsksTwiceInAThread()
+    plugins.register(hook, name="asks-twice")
+    fake_openai.rules = [{"match": f"{MARK} first Paris", "hang": 8}]  # past the run, within the fake's stop
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.url)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
+    tasks, out = write_tasks(tmp_path / "tasks.jsonl", ["Paris", "Oslo", "Oslo"]), tmp_path / "out.jsonl"
+    config = CollectConfig(agent="asks-twice", output=out, model="openai:policy", input=tasks, progress=False,
+                           parallel=1, timeout=3,
+                           agent_config=AgentConfig(retry=RetryPolicy(max_retries=0), judge_model="openai:judge"))
+    summary = asyncio.run(collect(plugins, config))
+    failed = read_jsonl(tmp_path / "out.failures.jsonl")
+    assert [f["class"] for f in failed] == ["timeout"] and failed[0]["verifier_metadata"]["expected_city"] == "Paris"
+    assert len(read_jsonl(out)) == 2
+    assert "hook_calls_stuck" not in summary, summary.get("hook_calls_stuck_note")
+    assert hook.first_call_ended == ["Paris: CancelledError"]
+    assert not [r for r in fake_openai.requests if f"{MARK} second Paris" in json.dumps(r["body"])]
+
+
+def test_gym_verify_of_a_judged_run_reports_no_judge_tokens_it_did_not_spend(tmp_path, gym_env, fake_openai):
+    # gym verify runs verify without a judge: its lines and summary must not carry over the
+    # judge tokens of the collection, which did not produce the new verdicts
+    fake_openai.script = [judge_says("YES") for _ in range(3)]
+    out, rescored = tmp_path / "math.jsonl", tmp_path / "rescored.jsonl"
+    result = run_gym("collect", "--agent", "math", "--model", "replay", "--judge-model", "openai:judge",
+                     "--output", str(out), "-q", env=gym_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "math.metrics.json").read_text())["judge_input_tokens"] == 300
+    result = run_gym("verify", str(out), "--output", str(rescored), env=gym_env)
+    assert result.returncode == 0, result.stderr
+    assert len(fake_openai.requests) == 3  # the judge was asked during the collection only
+    summary = json.loads((tmp_path / "rescored.metrics.json").read_text())
+    assert "judge_input_tokens" not in summary and "judge_input_tokens" not in result.stderr + result.stdout
+    lines = read_jsonl(rescored)
+    assert len(lines) == 24 and not [line for line in lines if "judge_usage" in line]
+
+
+def test_an_unknown_judge_backend_is_named_as_the_judge(tmp_path, gym_env):
+    for command in (["collect", "--output", str(tmp_path / "o.jsonl")], ["serve", "--port", "0"]):
+        result = run_gym(*command, "--agent", "weather", "--model", "replay", "--judge-model", "nosuch:j",
+                         env=gym_env)
+        assert result.returncode == 2, result.stderr
+        assert "in --judge-model 'nosuch:j'" in result.stderr, result.stderr

@@ -3,11 +3,12 @@ subprocesses against the fake vLLM-like server (its own byte tokenizer and chat 
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from gymcore.runfiles import failures_path
+from gymcore.runfiles import failures_path, run_record_path
 from gymcore.tokens import TOKEN_FIELDS
 
 from .conftest import SECRET_KEY, read_jsonl, run_gym, weather_tasks
@@ -162,3 +163,44 @@ def test_a_backend_that_ignores_return_tokens_fails_as_no_tokens(fake, tmp_path)
     assert read_jsonl(out) == []
     [failure] = read_jsonl(failures_path(out))
     assert failure["error"]["kind"] == "no_tokens" and "generation_token_ids" in failure["error"]["message"]
+
+
+def test_a_served_run_records_the_servers_tokens_and_judge_and_resume_holds_them(fake, tmp_path):
+    # the runners call the model and the judge: what the run is comes from them, so resuming
+    # against runners without --return-tokens (or with another judge) is refused as embedded
+    env = serve_env(OPENAI_BASE_URL=fake.url, OPENAI_API_KEY=SECRET_KEY)
+    out, tasks = tmp_path / "served.jsonl", weather_tasks(tmp_path / "in.jsonl", 2)
+
+    def served_collect(url: str, *extra: str):
+        return run_gym("collect", "--agent", "weather", "--server", url, "-q", "--input", str(tasks),
+                       "--output", str(out), *extra, env=env_for(fake))
+
+    with gym_serve("--agent", "weather", "--model", "openai-chat:m", "--return-tokens",
+                   "--judge-model", "openai-chat:judge", env=env) as (_proc, url):
+        first = served_collect(url, "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    record = json.loads(run_record_path(out).read_text())
+    assert record["return_tokens"] is True and record["judge_model"] == "openai-chat:judge"
+    with gym_serve("--agent", "weather", "--model", "openai-chat:m", env=env) as (_proc, url):
+        again = served_collect(url, "--resume")
+    assert again.returncode == 1, again.stderr
+    assert "return tokens: True then, False now" in again.stderr
+    assert "judge model: 'openai-chat:judge' then, None now" in again.stderr
+    assert len(read_jsonl(out)) == 1
+
+
+@pytest.mark.parametrize("logprob", [None, "-0.1"], ids=["null", "string"])
+def test_a_logprob_that_is_not_a_number_is_no_tokens_not_a_hole_in_training_data(fake, tmp_path, logprob):
+    # a trainer reads generation_log_probs as numbers: a reply whose logprob is null (or a
+    # string) is refused where it comes in, never written for to_sequences to choke on
+    # (NaN and infinity are refused already: the body is not JSON to orjson, model:protocol)
+    fake.rules = [{"match": "Paris", "logprob": logprob, "times": 1}]
+    try:
+        result, out = collect(fake, tmp_path, "--return-tokens", n=2)
+    finally:
+        fake.rules = []
+    assert result.returncode == 1, result.stderr
+    lines = read_jsonl(out)
+    assert len(lines) == 1 and all(None not in item["generation_log_probs"] for item in token_items(lines[0]))
+    [failure] = read_jsonl(failures_path(out))
+    assert failure["class"] == "model:no_tokens" and "generation_log_probs" in failure["error"]["message"]

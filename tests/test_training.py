@@ -257,3 +257,17 @@ def test_the_documented_trl_rollout_func_runs(fake_openai, monkeypatch):
     for i, row in enumerate(rows):  # in prompt order, num_generations each (fake tokens are bytes)
         user = row["responses_create_params"]["input"][-1]["content"]
         assert all(user in bytes(ids).decode() for ids in out["prompt_ids"][2 * i:2 * i + 2])
+
+
+def test_export_of_a_killed_run_skips_its_torn_last_line_as_resume_does(runs, tmp_path):
+    # a `kill -9` mid-write leaves a last line without its newline: resume, gym filter and the
+    # viewer read the complete lines before it, and so must export (without repairing the file)
+    run = tmp_path / "killed.jsonl"
+    whole = runs["clean"].read_bytes()
+    run.write_bytes(whole + whole.splitlines(keepends=True)[0][:100])
+    out = tmp_path / "sft.jsonl"
+    result = export(run, "--format", "sft", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert len(read_jsonl(out)) == 6
+    assert f"{run}:7: the last line is incomplete" in result.stderr
+    assert run.read_bytes().endswith(whole.splitlines(keepends=True)[0][:100])  # left as it was

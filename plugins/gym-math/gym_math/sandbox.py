@@ -140,7 +140,6 @@ class Sandbox:
         return apply
 
     async def run(self, code: str) -> Result:
-        limits = self.limits
         uid = self._free_uids.popleft() if self.drop_privileges and self._free_uids else None
         workdir = tempfile.mkdtemp(prefix="gym-math-")
         if uid is not None:
