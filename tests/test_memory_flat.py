@@ -70,7 +70,9 @@ def test_collector_memory_stays_flat(tmp_path, plugins, monkeypatch):
         # when it next runs): at most one per worker
         assert sample["rollouts"] <= 2 * PARALLEL + 1, sample
         assert sample["sessions"] <= PARALLEL + 1, sample
-    first, last = probe.samples[1], probe.samples[-1]  # skip the warm-up sample
+    # the second half of the run: the first samples include one-off growth that depends on
+    # what ran before in the process (the openai SDK builds pydantic models lazily), not a leak
+    first, last = probe.samples[len(probe.samples) // 2 - 1], probe.samples[-1]
     grown = last["objects"] - first["objects"]
     per_rollout = grown / (last["at"] - first["at"])
     assert per_rollout < 0.05, f"{grown} objects more after {last['at'] - first['at']} rollouts: {probe.samples}"
