@@ -231,6 +231,7 @@ def collect(ctx, agent, input_path, output, model, limit, num_repeats, parallel,
         grace=DEFAULT_GRACE if grace is None else grace,
         handle_signals=True,
         servers=list(servers),
+        model_urls=list(model_urls),
         token=token or None,
         ray=ray_options,
     )

@@ -28,7 +28,7 @@ from .eager_requests import requests_sent_at_once
 from .input_spool import run_input
 from .errors import GymError, InputError
 from .hook_threads import MAX_THREADS, stuck_summary
-from .limits import ensure_open_files
+from .limits import check_ports, destinations, ensure_open_files
 from .metrics import RunStats
 from .plugins import Plugins
 from .reach import ModelReach
@@ -73,6 +73,7 @@ class CollectConfig:
     #: catch SIGINT/SIGTERM (the CLI does; a library caller keeps its own handlers)
     handle_signals: bool = False
     servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
+    model_urls: list[str] = attrs.field(factory=list)  # --model-url: the model's replicas (for limits)
     token: str | None = None  # bearer token of those servers
     ray: Any = None  # a ray_runners.RayOptions: runners started as Ray actors (--executor ray)
 
@@ -302,9 +303,11 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
 
     started = time.perf_counter()
     parallel = config.parallel if config.parallel > 0 else max(total, 1)
-    warning = ensure_open_files(min(parallel, total))
-    if warning:
-        progress.note(warning)
+    in_flight = min(parallel, total)
+    targets = destinations(config.servers or config.model_urls)  # a Ray run: its runners, unknown yet
+    for warning in (ensure_open_files(in_flight), check_ports(in_flight, targets)):
+        if warning:
+            progress.note(warning)
     if config.handle_signals:
         control.install_signal_handlers()
     try:
