@@ -7,9 +7,11 @@ process.
 
 Reports rollouts/s against the model-bound limit N / (2 calls x latency), the collector's RSS
 (at start, at steady state, peak) and RSS per rollout in flight ((steady - start) / N), the
-most file descriptors it held, and failures. Start = the last sample before its first
-connection to a model; steady state = the median of samples while >= 95% of N connections
-are open. The collector's own pre-run warnings (open files, ports) are printed as they are.
+most file descriptors it held, failures, and its CPU per rollout: the ceiling one core puts
+on rollouts/s, whatever the latency. Start = the last sample before its first
+connection to a model; steady state = the median of samples over the middle half of the run
+(with --rollouts >= 3 N, every one of the N rollouts is in flight then, in a model call or
+waiting for the CPU). The collector's own pre-run warnings (open files, ports) are printed as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def proc_sample(pid: int) -> tuple[float, float, int] | None:
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError):
         return None
+    if "VmRSS" not in fields:  # exited, not yet reaped
+        return None
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024, fds
 
 
@@ -54,7 +58,8 @@ class Sampler(threading.Thread):
 def memory_figures(samples: list[tuple], parallel: int) -> dict:
     connected = [i for i, s in enumerate(samples) if s[3] > 64]
     start_rss = samples[connected[0] - 1][1] if connected and connected[0] > 0 else samples[0][1]
-    steady = [s[1] for s in samples if s[3] >= 0.95 * parallel]
+    first, last = samples[0][0], samples[-1][0]
+    steady = [s[1] for s in samples if first + 0.25 * (last - first) <= s[0] <= first + 0.75 * (last - first)]
     steady_rss = statistics.median(steady) if steady else None
     return {
         "rss_start_mb": start_rss,
@@ -91,7 +96,8 @@ def main() -> None:
             sampler = Sampler(proc.pid)
             sampler.start()
             stderr = proc.stderr.read()
-            proc.wait()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
             sampler.join()
             wall = time.time() - started
             lines = [json.loads(line) for line in open(out)] if out.exists() else []
@@ -111,6 +117,8 @@ def main() -> None:
         "wall_s": wall, "startup_s": wall - after_start,
         "rollouts_per_s": done / wall, "limit_per_s": limit, "ratio": done / wall / limit,
         "ratio_after_startup": done / after_start / limit,
+        "cpu_ms_per_rollout": 1000 * (usage.ru_utime + usage.ru_stime) / max(count, 1),
+        "cpu_share": (usage.ru_utime + usage.ru_stime) / wall,
         **memory_figures(sampler.samples, args.parallel),
         "warnings": [line for line in stderr.splitlines() if "warning" in line],
     }
@@ -128,8 +136,11 @@ def main() -> None:
     print(f"collector RSS: start {figures['rss_start_mb']:.0f} MB, steady "
           + (f"{figures['rss_steady_mb']:.0f} MB" if figures["rss_steady_mb"] else "-")
           + f", peak {figures['rss_peak_mb']:.0f} MB; per rollout in flight "
-          + (f"{per:.1f} KB" if per is not None else "- (never reached 95% of --parallel connections)")
+          + (f"{per:.1f} KB" if per is not None else "-")
           + f"; file descriptors max {figures['fds_max']}")
+    cpu = figures["cpu_ms_per_rollout"]
+    print(f"collector CPU {cpu:.2f} ms per rollout, {figures['cpu_share']:.2f} of a core on average: "
+          f"one core reaches {1000 / cpu:.0f} rollouts/s" if cpu else "")
     if proc.returncode != 0:
         print("collector stderr (tail):\n" + stderr[-1500:])
 

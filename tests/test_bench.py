@@ -71,3 +71,12 @@ def test_tokens_bench_prints_both_modes_and_the_ratio():
     assert [row[1] for row in rows] == ["100", "100"], out
     assert float(rows[1][-1]) > float(rows[0][-1])  # the token arrays are in the output
     assert "ratio --return-tokens / without:" in out
+
+
+def test_scale_bench_holds_its_rollouts_in_flight_over_replicas():
+    figures = json.loads(bench("scale.py", "--parallel", "100", "--latency-ms", "300", "--rollouts", "200",
+                               "--replicas", "2", "--json"))
+    assert figures["done"] == 200 and figures["failed"] == 0 and figures["exit_code"] == 0, figures
+    assert sum(figures["requests_per_replica"]) == 400, figures  # 2 calls a rollout
+    assert min(figures["requests_per_replica"]) >= 100, figures  # both replicas used
+    assert figures["fds_max"] >= 100 and figures["rss_peak_mb"] > 0, figures
