@@ -27,6 +27,7 @@ from .dataset import InputScan, iter_rows, scan_input
 from .eager_requests import requests_sent_at_once
 from .input_spool import run_input
 from .errors import GymError, InputError
+from .gc_tuning import wide_young_generation
 from .hook_threads import MAX_THREADS, stuck_summary
 from .limits import check_ports, destinations, ensure_open_files
 from .metrics import RunStats
@@ -228,7 +229,8 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
         with requests_sent_at_once():  # Python 3.11: requests made together would leave together
             runner = await make_runner(plugins, config)
             try:
-                return await _collect(runner, config)
+                with wide_young_generation():  # thousands of rollouts in flight: see gc_tuning
+                    return await _collect(runner, config)
             finally:
                 await runner.aclose()
 
