@@ -87,8 +87,9 @@ def check_ports(in_flight: int, targets: int) -> str | None:
     return (f"gym: warning: {in_flight} rollouts in flight over {targets} destination(s) need about "
             f"{per_target} connections to one host:port, but the system has only {ports} local ports for "
             f"that (net.ipv4.ip_local_port_range {span[0]}-{span[1]}); connections past that will fail. "
-            f"Add model replicas on distinct host:port pairs (--model-url; {-(-in_flight // ports)} suffice), "
-            f"widen the range (sysctl, as root), or lower --parallel to about {ports * targets}.")
+            f"Spread them over more host:port pairs ({-(-in_flight // ports)} suffice: model replicas with "
+            f"--model-url, or runners), widen the range (sysctl, as root), or lower --parallel to about "
+            f"{ports * targets}.")
 
 
 def raise_open_files_to_hard_limit() -> None:

@@ -270,6 +270,6 @@ def test_more_in_flight_than_ports_or_files_is_named_before_the_run(tmp_path, gy
     assert "have an administrator raise the hard limit" in result.stderr and "Lower --parallel to about 72" in result.stderr
     port_warning = f"{in_flight} rollouts in flight over 1 destination(s) need about {in_flight} connections"
     if replicas == 1:
-        assert port_warning in result.stderr and "--model-url; 2 suffice" in result.stderr, result.stderr[-3000:]
+        assert port_warning in result.stderr and "(2 suffice: model replicas with --model-url" in result.stderr, result.stderr[-3000:]
     else:
         assert "local ports" not in result.stderr, result.stderr[-3000:]
