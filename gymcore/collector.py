@@ -305,10 +305,10 @@ async def _collect(runner: RolloutRunner, config: CollectConfig) -> dict[str, An
 
     started = time.perf_counter()
     parallel = config.parallel if config.parallel > 0 else max(total, 1)
-    in_flight = min(parallel, total)
+    most_in_flight = min(parallel, total)
     # where this process's connections go: the runners, else the model's replicas
     targets = (config.ray.workers or 1) if config.ray is not None else destinations(config.servers or config.model_urls)
-    for warning in (ensure_open_files(in_flight), check_ports(in_flight, targets)):
+    for warning in (ensure_open_files(most_in_flight), check_ports(most_in_flight, targets)):
         if warning:
             progress.note(warning)
     if config.handle_signals:
