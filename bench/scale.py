@@ -3,6 +3,7 @@ spread over fake replicas (`--model-url` x R), each replica tests/fake_openai.py
 process.
 
     python bench/scale.py                                   # 20,000 in flight, 10 s a call, 4 replicas
+    python bench/scale.py --parallel 19872 --rollouts 198720  # 10 waves: start-up and drain fade
     python bench/scale.py --parallel 200 --latency-ms 500   # a small run
 
 Reports rollouts/s against the model-bound limit N / (2 calls x latency), the collector's RSS
