@@ -35,9 +35,10 @@ from .data import Rollout, Task, Timing
 from .dataset import InputScan, iter_rows, scan_input, validate_row
 from .eager_requests import requests_sent_at_once
 from .errors import GymError, InputError
+from .gc_tuning import wide_young_generation
 from .hook_threads import stuck_summary
 from .input_spool import run_input
-from .limits import ensure_open_files
+from .limits import check_ports, destinations, ensure_open_files
 from .metrics import PASS_THRESHOLD, RunStats
 from .plugins import Plugins
 from .reach import ModelReach
@@ -90,6 +91,7 @@ class CollectConfig:
     #: catch SIGINT/SIGTERM (the CLI does; a library caller keeps its own handlers)
     handle_signals: bool = False
     servers: list[str] = attrs.field(factory=list)  # `gym serve` URLs; empty: run in-process
+    model_urls: list[str] = attrs.field(factory=list)  # --model-url: the model's replicas (for limits)
     token: str | None = None  # bearer token of those servers
     ray: Any = None  # a ray_runners.RayOptions: runners started as Ray actors (--executor ray)
     server_timeout: float | None = None  # seconds a rollout request to them may take; None: the default
@@ -600,7 +602,8 @@ async def collect(plugins: Plugins, config: CollectConfig) -> dict[str, Any]:
         if not config.resume and not config.overwrite:
             refuse_to_overwrite(output)
         async with Collector.from_config(config, plugins) as collector:
-            return await _collect(collector, config)
+            with wide_young_generation():  # thousands of rollouts in flight: see gc_tuning
+                return await _collect(collector, config)
 
 
 async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any]:
@@ -648,6 +651,14 @@ async def _collect(collector: Collector, config: CollectConfig) -> dict[str, Any
                        on_warning=lambda text: progress.note(f"gym: warning: {text}"))
     control = RunControl(config.grace, notify=progress.note)
     started = time.perf_counter()
+    # the engine checks open files as it starts; ports to one host:port are the CLI's to name
+    parallel = collector.parallel_max if collector.parallel == AUTO else \
+        (collector.parallel if collector.parallel > 0 else max(total, 1))
+    # where this process's connections go: the runners, else the model's replicas
+    targets = (config.ray.workers or 1) if config.ray is not None else destinations(config.servers or config.model_urls)
+    warning = check_ports(min(parallel, total), targets)
+    if warning:
+        progress.note(warning)
     if config.handle_signals:
         control.install_signal_handlers()
     try:

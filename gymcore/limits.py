@@ -39,8 +39,57 @@ def ensure_open_files(in_flight: int) -> str | None:
     if soft is None or soft >= need:
         return None
     return (f"gym: warning: {in_flight} rollouts in flight need about {need} open files, but this "
-            f"process may open only {soft} (ulimit -n); rollouts past that will fail to connect. "
-            f"Lower --parallel to about {max(soft - HEADROOM, 1)} or raise the limit.")
+            f"process may open only {soft} (ulimit -n; the hard limit, ulimit -Hn, is as far as it can "
+            f"raise itself); rollouts past that will fail to connect. Lower --parallel to about "
+            f"{max(soft - HEADROOM, 1)}, or have an administrator raise the hard limit (`ulimit -Hn "
+            f"{need}` in a privileged shell, LimitNOFILE= for a systemd service, nofile in "
+            f"/etc/security/limits.conf, `docker run --ulimit nofile={need}`), or split the rollouts "
+            f"over several collectors (`--executor ray`).")
+
+
+#: Linux's range of local ports for outgoing connections.
+PORT_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_ports() -> tuple[int, int] | None:
+    """The system's ephemeral port range ``(first, last)``; ``None`` where it cannot be read."""
+    try:
+        first, last = (int(part) for part in open(PORT_RANGE_FILE).read().split())
+    except (OSError, ValueError):
+        return None
+    return first, last
+
+
+def destinations(urls: list[str]) -> int:
+    """How many distinct ``(host, port)`` pairs the connections go to (at least 1), as named:
+    two names of one address count twice."""
+    from urllib.parse import urlsplit
+
+    pairs = set()
+    for url in urls:
+        parts = urlsplit(url if "//" in url else f"//{url}")
+        pairs.add((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+    return max(len(pairs), 1)
+
+
+def check_ports(in_flight: int, targets: int) -> str | None:
+    """A warning when ``in_flight`` connections spread over ``targets`` destinations need more
+    local ports to one destination than the system hands out: a connection is told apart by
+    its (source, destination) pair, so each destination has the whole range to itself, and
+    only more destinations, a wider range or fewer in flight help."""
+    span = ephemeral_ports()
+    if span is None:
+        return None
+    ports = span[1] - span[0] + 1
+    per_target = -(-in_flight // targets)
+    if per_target <= ports:
+        return None
+    return (f"gym: warning: {in_flight} rollouts in flight over {targets} destination(s) need about "
+            f"{per_target} connections to one host:port, but the system has only {ports} local ports for "
+            f"that (net.ipv4.ip_local_port_range {span[0]}-{span[1]}); connections past that will fail. "
+            f"Spread them over more host:port pairs ({-(-in_flight // ports)} suffice: model replicas with "
+            f"--model-url, or runners), widen the range (sysctl, as root), or lower --parallel to about "
+            f"{ports * targets}.")
 
 
 def raise_open_files_to_hard_limit() -> None:

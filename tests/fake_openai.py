@@ -376,10 +376,10 @@ class FakeOpenAI:
         app.router.add_post("/_reset", self._reset)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, backlog=backlog)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
         self.url = f"http://{host}:{sockets[0].getsockname()[1]}/v1"
@@ -425,18 +425,31 @@ def frozen_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
+def _open_files_to_hard_limit() -> None:
+    """Hold as many connections as the system allows a process (the soft limit is often 1,024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="latency varies uniformly by +- this")
     parser.add_argument("--max-concurrent", type=int, default=None, help="answer 429 above this many calls at once")
+    parser.add_argument("--backlog", type=int, default=65535,
+                        help="pending connections the kernel queues (capped by net.core.somaxconn): a "
+                             "benchmark opening thousands at once must not see SYNs dropped and retried")
     args = parser.parse_args()
+    _open_files_to_hard_limit()  # every connection held open is a descriptor
     server = FakeOpenAI(latency=args.latency_ms / 1000, keep_requests=False, jitter=args.jitter_ms / 1000,
                         max_concurrent=args.max_concurrent)
 
     async def serve() -> None:
-        url = await server.start(port=args.port)
+        url = await server.start(port=args.port, backlog=args.backlog)
         print(f"listening on {url}", flush=True)
         await asyncio.Event().wait()
 

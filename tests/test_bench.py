@@ -83,3 +83,12 @@ def test_environments_bench_measures_each_environment_and_the_sandbox():
 def test_collector_api_bench_prints_both_ratios():
     out = bench("collector_api.py", "--quick")
     assert "ratio API/CLI" in out and "--parallel auto" in out, out
+
+
+def test_scale_bench_holds_its_rollouts_in_flight_over_replicas():
+    figures = json.loads(bench("scale.py", "--parallel", "100", "--latency-ms", "300", "--rollouts", "200",
+                               "--replicas", "2", "--json"))
+    assert figures["done"] == 200 and figures["failed"] == 0 and figures["exit_code"] == 0, figures
+    assert sum(figures["requests_per_replica"]) == 400, figures  # 2 calls a rollout
+    assert min(figures["requests_per_replica"]) >= 100, figures  # both replicas used
+    assert figures["fds_max"] >= 100 and figures["rss_peak_mb"] > 0, figures

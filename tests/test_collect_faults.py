@@ -16,6 +16,7 @@ from gymcore.collector import CollectConfig, collect
 from gymcore.retry import RetryPolicy
 from gymcore.agent import AgentConfig
 
+from .fake_openai import FakeOpenAI
 from .conftest import GYM, SECRET_KEY, open_file_limit, read_jsonl, run_gym, weather_tasks
 
 CITIES = ["Paris", "London", "Oslo", "Tokyo", "Denver", "Madrid", "Lisbon", "Berlin", "Sydney", "Toronto"]
@@ -237,3 +238,38 @@ def test_a_hard_open_file_limit_too_low_is_named_and_nothing_crashes(tmp_path, g
     assert result.returncode == 1  # rollouts failed to connect: failed, not crashed
     written = read_jsonl(out) if out.exists() else []
     assert all(line["error"] is None for line in written)
+
+
+def _port_range() -> int:
+    first, last = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return last - first + 1
+
+
+@pytest.mark.skipif(not Path("/proc/sys/net/ipv4/ip_local_port_range").exists(), reason="Linux only")
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_more_in_flight_than_ports_or_files_is_named_before_the_run(tmp_path, gym_env, fake_openai, replicas):
+    """One more rollout in flight than there are local ports to one host:port: with one model
+    URL the collector says so before the first rollout, with the remedies; two replicas on
+    distinct ports suffice. The low hard open-file limit is named too, with how to raise it.
+    --max-failures 1 ends the run once rollouts fail to get a descriptor."""
+    in_flight = _port_range() + 1
+    tasks, out = weather_tasks(tmp_path / "tasks.jsonl", in_flight), tmp_path / "out.jsonl"
+    second = FakeOpenAI() if replicas == 2 else None
+    urls = [fake_openai.url, *([second.start_in_thread()] if second else [])]
+    with_urls = [arg for url in urls for arg in ("--model-url", url)]
+    try:
+        result = subprocess.run([GYM, *collect_args(tasks, out, "--parallel", str(in_flight), "--max-failures", "1",
+                                                    "--max-retries", "0", *with_urls)],
+                                env=gym_env, capture_output=True, text=True, timeout=240,
+                                preexec_fn=open_file_limit(200, 200))
+    finally:
+        if second:
+            second.stop()
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"{in_flight} rollouts in flight need about {in_flight + 128} open files" in result.stderr
+    assert "have an administrator raise the hard limit" in result.stderr and "Lower --parallel to about 72" in result.stderr
+    port_warning = f"{in_flight} rollouts in flight over 1 destination(s) need about {in_flight} connections"
+    if replicas == 1:
+        assert port_warning in result.stderr and "(2 suffice: model replicas with --model-url" in result.stderr, result.stderr[-3000:]
+    else:
+        assert "local ports" not in result.stderr, result.stderr[-3000:]
