@@ -64,5 +64,7 @@ def test_nested_override_merges_into_the_rows_object(gym_env, tmp_path, fake_ope
         assert body["reasoning"] == {"summary": "concise", "effort": "high"}
         assert body["metadata"] == {"team": "a", "run": "r7"}
         assert not [key for key in body if "." in key]
-    # the row as written is the row as read: overrides go to the model, not into the data
-    assert read_jsonl(out)[0]["responses_create_params"]["reasoning"] == {"summary": "auto", "effort": "low"}
+    # the line records the request as sent (issue 14) and keeps the row as it was read
+    line = read_jsonl(out)[0]
+    assert line["responses_create_params"]["reasoning"] == {"summary": "concise", "effort": "high"}
+    assert line["row_responses_create_params"]["reasoning"] == {"summary": "auto", "effort": "low"}
