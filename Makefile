@@ -49,6 +49,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/viewer.py
 	$(BIN)/python bench/input_scan.py
 	$(BIN)/python bench/reliability.py
+	$(BIN)/python bench/environments.py
+	$(BIN)/python bench/tokens.py
+	$(BIN)/python bench/collector_api.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
