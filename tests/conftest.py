@@ -104,3 +104,12 @@ def open_file_limit(soft: int, hard: int | None = None):
         _soft, current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, current_hard if hard is None else hard))
     return apply
+
+
+@pytest.fixture(scope="session")
+def paired_runs(tmp_path_factory):
+    """Two real runs of the same 200 tasks with a known difference (see tests/test_compare.py),
+    built once for the compare, filter and A-vs-B viewer tests."""
+    from .test_compare import build_paired_runs
+
+    yield from build_paired_runs(tmp_path_factory.mktemp("paired-runs"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SECRET_KEY, read_jsonl, run_gym
+from .conftest import SECRET_KEY, clean_env, read_jsonl, run_gym
 from .fake_openai import CITIES, FakeOpenAI
 
 N = 200
@@ -56,15 +56,12 @@ def collect(work: Path, env: dict, tasks: Path, rec: Path, name: str, *extra: st
     return out
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    work = tmp_path_factory.mktemp("compare")
+def build_paired_runs(work: Path):
+    """The runs both this module and the viewer's A-vs-B tests read (built once a session:
+    see ``paired_runs`` in conftest); yields their paths, then stops the fake server."""
     server = FakeOpenAI()
     url = server.start_in_thread()
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
-    env.update(OPENAI_BASE_URL=url, OPENAI_API_KEY=SECRET_KEY)
+    env = clean_env(OPENAI_BASE_URL=url, OPENAI_API_KEY=SECRET_KEY)
     try:
         tasks = work / "tasks.jsonl"
         with tasks.open("w") as f:
@@ -86,6 +83,11 @@ def runs(tmp_path_factory):
         }
     finally:
         server.stop()
+
+
+@pytest.fixture
+def runs(paired_runs):
+    return paired_runs
 
 
 def compare(runs, a: str, b: str, *extra: str) -> dict:

@@ -19,38 +19,15 @@ import pytest
 
 from gymcore.viewer.app import create_app
 
-from .conftest import GYM, SECRET_KEY, read_jsonl, run_gym
-from .fake_openai import FakeOpenAI
-from .test_compare import N, RIGHT_A, RIGHT_B, collect, prompt, recording
+from .conftest import GYM, read_jsonl, run_gym
+from .test_compare import N, RIGHT_A, RIGHT_B
 from .viewer_data import XSS, Page, sample_rollouts, write_rollouts
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    work = tmp_path_factory.mktemp("view-compare")
-    server = FakeOpenAI()
-    url = server.start_in_thread()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GYM_"))}
-    env.update(OPENAI_BASE_URL=url, OPENAI_API_KEY=SECRET_KEY)
-    try:
-        from .fake_openai import CITIES
-
-        tasks = work / "tasks.jsonl"
-        with tasks.open("w") as f:
-            for i in range(N):
-                f.write(json.dumps({"responses_create_params": {"input": prompt(i)},
-                                    "verifier_metadata": {"expected_city": CITIES[i % len(CITIES)]}}) + "\n")
-        rec_a, rec_b = recording(work, env, "a", RIGHT_A), recording(work, env, "b", RIGHT_B)
-        rec_b_holes = work / "b-holes.recording.jsonl"
-        rec_b_holes.write_text("".join(line for i, line in enumerate(rec_b.read_text().splitlines(True))
-                                       if i % 10 != 9))
-        yield {"work": work, "env": env,
-               "a": collect(work, env, tasks, rec_a, "a"),
-               "b": collect(work, env, tasks, rec_b, "b"),
-               "b_holes": collect(work, env, tasks, rec_b_holes, "b_holes"),
-               "a_first_150": collect(work, env, tasks, rec_a, "a_first_150", "--limit", "150")}
-    finally:
-        server.stop()
+def runs(paired_runs):
+    """tests/test_compare.py's runs: 200 tasks, A 70 % and B 80 % right (built once a session)."""
+    return paired_runs
 
 
 def cli_json(runs, a, b, *extra) -> dict:
