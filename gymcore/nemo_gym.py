@@ -30,7 +30,7 @@ import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -133,40 +133,58 @@ def environment_of(line: dict[str, Any]) -> str:
     return str(line.get("agent") or "")
 
 
-def aggregate_metrics(lines: Iterable[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
-    """NeMo Gym's aggregate-metrics entries (one per environment) for scored output lines."""
+def _aggregate(lines: Iterable[dict[str, Any]], threshold: float) -> Iterator[tuple[dict[str, Any], Iterator[dict]]]:
+    """Per environment: its entry without ``group_level_metrics``, and those groups as a
+    generator that frees each task's rows once its group is made (a run's groups are as
+    many as its tasks: held all at once they were most of a large run's memory)."""
     by_env: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for line in lines:
         if line.get("reward") is None:
             continue
         by_env[environment_of(line)][line.get("task_index", 0)].append(_numeric(line))
-    entries = []
     for name in sorted(by_env):
-        tasks = by_env[name]
-        every = [row for task in tasks.values() for row in task]
-        agent_metrics = _describe(every)
+        tasks = by_env.pop(name)
+        agent_metrics = _describe([row for task in tasks.values() for row in task])
         passed = [[row["reward"] >= threshold for row in task] for task in tasks.values()]
         highest = max(len(p) for p in passed)
         for k in range(1, highest + 1):
             values = [pass_at_k(len(p), sum(p), k) for p in passed if len(p) >= k]
             agent_metrics[f"pass@{k}/passed"] = 100.0 * math.fsum(values) / len(values)
         agent_metrics["pass_threshold"] = threshold
-        groups = []
-        for task_index in sorted(tasks):
-            group = {TASK_INDEX_KEY: task_index, **_describe(tasks[task_index])}
-            group["num_rollouts"] = len(tasks[task_index])
-            groups.append(group)
         key_metrics = {k: v for k, v in agent_metrics.items() if k.startswith("mean/")}
         key_metrics[f"pass@{highest}/passed"] = agent_metrics[f"pass@{highest}/passed"]
-        entries.append({AGENT_REF_KEY: {"name": name}, "agent_metrics": agent_metrics,
-                        "key_metrics": key_metrics, "group_level_metrics": groups})
-    return entries
+
+        def groups(tasks: dict[int, list[dict[str, float]]] = tasks) -> Iterator[dict[str, Any]]:
+            for task_index in sorted(tasks):
+                rows = tasks.pop(task_index)
+                yield {TASK_INDEX_KEY: task_index, **_describe(rows), "num_rollouts": len(rows)}
+
+        yield {AGENT_REF_KEY: {"name": name}, "agent_metrics": agent_metrics, "key_metrics": key_metrics}, groups()
+
+
+def aggregate_metrics(lines: Iterable[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """NeMo Gym's aggregate-metrics entries (one per environment) for scored output lines."""
+    return [{**entry, "group_level_metrics": list(groups)} for entry, groups in _aggregate(lines, threshold)]
 
 
 def write_aggregate_metrics(output: Path, lines: Iterable[dict[str, Any]], threshold: float) -> Path:
+    """Write :func:`aggregate_metrics` as it is made: each task's group is serialised and
+    written before the next is computed, so memory holds the rollouts' numbers, not the
+    whole document."""
     path = aggregate_metrics_path(output)
-    entries = aggregate_metrics(lines, threshold)
-    _write_atomic(path, [orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"])
+    option = orjson.OPT_NON_STR_KEYS
+
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        for n, (entry, groups) in enumerate(_aggregate(lines, threshold)):
+            head = orjson.dumps(entry, option=option)
+            yield (b",\n" if n else b"\n") + head[:-1] + b', "group_level_metrics": ['
+            for i, group in enumerate(groups):
+                yield (b",\n" if i else b"\n") + orjson.dumps(group, option=option)
+            yield b"\n]}"
+        yield b"\n]\n"
+
+    _write_atomic(path, chunks())
     return path
 
 
