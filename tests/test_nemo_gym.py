@@ -165,6 +165,17 @@ def test_rewards_are_any_finite_number_with_components_and_a_pass_threshold(tmp_
     assert aggregate[0]["agent_metrics"]["min/reward"] == -0.5
 
 
+def test_served_rewards_outside_0_1_are_rewards_not_protocol_errors(tmp_path, env):
+    """The collector checks a runner's reply like a line it would write: any finite reward."""
+    runner_env = {**serve_env(), **{k: v for k, v in env.items() if k.startswith(("OPENAI_", "PYTHON", "GYM_LOAD"))}}
+    tasks = write_rows(tmp_path / "tasks.jsonl", [tally_row("a", reward=-0.5), tally_row("b", reward=2.0)])
+    out = tmp_path / "out.jsonl"
+    with gym_serve("--agent", "tally", "--model", "openai:m", env=runner_env) as (_t, tally_url):
+        result = collect(tasks, out, "--server", tally_url, env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(line["reward"] for line in read_jsonl(out)) == [-0.5, 2.0]
+
+
 def test_seed_repeats_and_the_recorded_request_is_what_the_server_received(tmp_path, env, fake_openai):
     tasks = write_rows(tmp_path / "tasks.jsonl", [weather_row("Paris"), tally_row("fig")])
     out = tmp_path / "out.jsonl"

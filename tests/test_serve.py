@@ -832,8 +832,9 @@ def answer_json(**changes):
     (lambda body: (200, {}, json.dumps(scored_line(body, task_index=body["task_index"] + 1)).encode()), "task_index"),
     (lambda body: (200, {}, json.dumps(scored_line(body, rollout_index=body["rollout_index"] + 5)).encode()),
      "rollout_index"),
-    (answer_json(reward=7), "reward"),
-    (answer_json(reward=-0.5), "reward"),
+    # any finite number is a reward (issue 14: 7 and -0.5 are rewards); JSON cannot carry NaN
+    (answer_json(reward=[1.0]), "reward"),
+    (answer_json(reward={"value": 1.0}), "reward"),
     (answer_json(reward="1.0"), "reward"),
     (answer_json(reward=True), "reward"),
     (answer_json(reward=None), "reward"),
